@@ -1,0 +1,11 @@
+"""ComfyUI-VRWKV-Editor: one-shot text-driven video editing with bidirectional RWKV
+(VRWKV-Editor, arXiv 2509.25998) for SD1.5 in ComfyUI.
+
+ComfyUI imports this folder as a package under whatever name it has on disk; everything
+inside uses relative imports, and nothing here imports ComfyUI at import time.
+"""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__version__ = "0.1.0"
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

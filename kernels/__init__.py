@@ -1,0 +1,110 @@
+"""Bi-WKV, the bidirectional RWKV token mixer, as one function with selectable backends.
+
+    y[t] = ( sum_{i != t} exp(-(|t-i|-1)*w + k[i]) * v[i] + exp(u + k[t]) * v[t] )
+         / ( sum_{i != t} exp(-(|t-i|-1)*w + k[i])        + exp(u + k[t]) )
+
+Backends: "naive" (dense O(L^2) oracle, tests only), "torch" (O(L), any device),
+"triton" (O(L) chunked kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto"
+(triton on CUDA when importable, else torch). Imports torch only; triton is loaded on
+first use, so the package imports where it is absent.
+"""
+
+import logging
+import os
+
+import torch
+
+from .function import BiWKVFunction
+from .naive import bi_wkv_naive
+from .torch_scan import bi_wkv_bwd_torch, bi_wkv_fwd_torch
+
+__all__ = ["bi_wkv", "bi_wkv_naive", "BACKENDS", "triton_status"]
+
+BACKENDS = ("auto", "torch", "triton", "naive")
+_TORCH_IMPL = (bi_wkv_fwd_torch, bi_wkv_bwd_torch)
+_log = logging.getLogger("vrwkv_editor")
+_notified = set()
+
+
+def _notice_once(key: str, message: str) -> None:
+    if key not in _notified:
+        _notified.add(key)
+        _log.warning(message)
+
+
+def triton_status():
+    """(launchers, None) when the Triton backend can run, else (None, reason)."""
+    try:
+        import triton
+    except ImportError:
+        return None, "triton is not installed"
+    major = int(triton.__version__.split(".")[0])
+    if major < 3:
+        return None, f"triton {triton.__version__} is too old (need >= 3.0)"
+    from . import triton_chunked
+    return (triton_chunked.bi_wkv_fwd_triton, triton_chunked.bi_wkv_bwd_triton), None
+
+
+def _validate(w, u, k, v):
+    for name, t in (("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"bi_wkv: {name} must be a tensor of shape (B, L, C), got {shape}")
+        if not t.is_floating_point():
+            raise ValueError(f"bi_wkv: {name} must be a floating tensor, got {t.dtype}")
+    if k.shape != v.shape:
+        raise ValueError(f"bi_wkv: k and v must have the same shape (B, L, C), got {tuple(k.shape)} and {tuple(v.shape)}")
+    if k.dtype != v.dtype:
+        raise ValueError(f"bi_wkv: k and v must have the same dtype, got {k.dtype} and {v.dtype}")
+    B, L, C = k.shape
+    if B == 0 or L == 0 or C == 0:
+        raise ValueError(f"bi_wkv: k has an empty dimension {tuple(k.shape)}; need B, L, C >= 1")
+    for name, t in (("w", w), ("u", u)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (C,):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"bi_wkv: {name} must have shape (C,) = ({C},) to match k's channels, got {shape}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"bi_wkv: {name} holds non-finite values; the decay and bonus parameters "
+                             "have diverged (lower the learning rate or reload the weights)")
+    for name, t in (("v", v), ("w", w), ("u", u)):
+        if t.device != k.device:
+            raise ValueError(f"bi_wkv: {name} is on {t.device} but k is on {k.device}; move them to one device")
+
+
+def _resolve(backend: str, k: torch.Tensor):
+    """The (forward, backward) launchers for a backend name, or None for "naive"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"bi_wkv: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "naive":
+        return None
+    if backend == "torch":
+        return _TORCH_IMPL
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if backend == "triton":
+        impl, reason = triton_status()
+        if impl is None:
+            raise ValueError(f"bi_wkv: backend 'triton' is unavailable ({reason}); use backend='torch'")
+        if not (k.is_cuda or interpret):
+            raise ValueError("bi_wkv: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
+                             "use backend='torch' or 'auto'")
+        if k.dtype == torch.float64:
+            raise ValueError("bi_wkv: backend 'triton' serves fp32/fp16/bf16; use backend='torch' for float64")
+        return impl
+    # auto
+    if k.is_cuda and k.dtype != torch.float64:
+        impl, reason = triton_status()
+        if impl is not None:
+            return impl
+        _notice_once("no-triton", f"VRWKV: {reason}; Bi-WKV falls back to the PyTorch backend (slower on GPU).")
+    return _TORCH_IMPL
+
+
+def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Bidirectional WKV over the L axis of k, v: (B, L, C); w, u: (C,) per-token decay and
+    bonus (may be negative). Returns y: (B, L, C) in k's dtype; fp16/bf16 accumulate in
+    fp32 (triton) or fp64 (torch). Differentiable in w, u, k and v on every backend."""
+    _validate(w, u, k, v)
+    impl = _resolve(backend, k)
+    if impl is None:
+        return bi_wkv_naive(w.to(k.dtype), u.to(k.dtype), k, v)
+    return BiWKVFunction.apply(w, u, k, v, impl)

@@ -1,0 +1,19 @@
+"""Dense O(L^2) Bi-WKV: the oracle every other backend is tested against.
+
+Written straight from the definition (DESIGN.md, "Bi-WKV"): the weight of token i
+seen from token t is exp(-(|t-i|-1)*w + k[i]), the token itself gets exp(u + k[t]),
+and y[t] is the weighted mean of v. A softmax over i evaluates that ratio stably.
+Autograd through it gives the reference gradients. Tests only: memory is B*L*L*C.
+"""
+
+import torch
+
+
+def bi_wkv_naive(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    L = k.shape[1]
+    idx = torch.arange(L, device=k.device)
+    dist = (idx[:, None] - idx[None, :]).abs().to(k.dtype)              # (t, i)
+    logits = -(dist - 1)[None, :, :, None] * w + k[:, None, :, :]       # (B, t, i, C)
+    self_mask = torch.eye(L, dtype=torch.bool, device=k.device)[None, :, :, None]
+    logits = torch.where(self_mask, k[:, None, :, :] + u, logits)
+    return (torch.softmax(logits, dim=2) * v[:, None, :, :]).sum(dim=2)

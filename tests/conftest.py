@@ -1,0 +1,15 @@
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter; it must be chosen before
+# triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from load_pack import load_pack  # noqa: E402
+
+load_pack()
