@@ -7,5 +7,5 @@ inside uses relative imports, and nothing here imports ComfyUI at import time.
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__version__ = "0.1.0"
+from .vrwkv.version import VERSION as __version__
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -4,7 +4,14 @@ Node classes only declare their inputs here; anything that touches ComfyUI is im
 inside the functions that run, so the schemas load (and are tested) without ComfyUI.
 """
 
-NODE_CLASSES = {}
+from .patch_model import VRWKVPatchModel
+from .weights import VRWKVLoadWeights, VRWKVSaveWeights
+
+NODE_CLASSES = {
+    "VRWKVPatchModel": (VRWKVPatchModel, "VRWKV Patch Model"),
+    "VRWKVSaveWeights": (VRWKVSaveWeights, "VRWKV Save Weights"),
+    "VRWKVLoadWeights": (VRWKVLoadWeights, "VRWKV Load Weights"),
+}
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, (_, name) in NODE_CLASSES.items()}
