@@ -5,12 +5,14 @@ inside the functions that run, so the schemas load (and are tested) without Comf
 """
 
 from .patch_model import VRWKVPatchModel
+from .tune import VRWKVTuneOnVideo
 from .weights import VRWKVLoadWeights, VRWKVSaveWeights
 
 NODE_CLASSES = {
     "VRWKVPatchModel": (VRWKVPatchModel, "VRWKV Patch Model"),
     "VRWKVSaveWeights": (VRWKVSaveWeights, "VRWKV Save Weights"),
     "VRWKVLoadWeights": (VRWKVLoadWeights, "VRWKV Load Weights"),
+    "VRWKVTuneOnVideo": (VRWKVTuneOnVideo, "VRWKV Tune On Video"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}

@@ -8,7 +8,7 @@ import pytest
 import vrwkv_editor
 from vrwkv_editor.nodes.common import require_sd15
 
-CONTRACT_IDS = {"VRWKVPatchModel", "VRWKVSaveWeights", "VRWKVLoadWeights"}
+CONTRACT_IDS = {"VRWKVPatchModel", "VRWKVSaveWeights", "VRWKVLoadWeights", "VRWKVTuneOnVideo"}
 NODES = sorted(vrwkv_editor.NODE_CLASS_MAPPINGS.items())
 
 
