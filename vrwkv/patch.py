@@ -19,13 +19,14 @@ from .blocks import VRWKVBlock3D
 
 
 class VRWKVBlocks(nn.Module):
-    """The blocks named in a spec from layout.block_spec."""
+    """The blocks named in a spec from layout.block_spec. `block` builds one block from
+    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()
         self.spec = spec
         self.blocks = nn.ModuleDict({
-            name: VRWKVBlock3D(b["channels"], b["gate_channels"], spec["hidden_ratio"])
+            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"])
             for name, b in spec["blocks"].items()
         })
 
@@ -67,7 +68,9 @@ class VRWKVPatch:
 
     def to(self, device_or_dtype):
         if not isinstance(device_or_dtype, torch.dtype):
-            self.blocks.to(device_or_dtype)
+            device = torch.device(device_or_dtype)
+            if next(self.blocks.parameters()).device != device:
+                self.blocks.to(device)
         return self
 
     def copy(self) -> "VRWKVPatch":
