@@ -9,6 +9,8 @@ MODEL is another clone carrying its own copy of the VRWKV blocks and the tuned q
 weights as ordinary weight patches, so the input MODEL is never changed.
 """
 
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -210,12 +212,17 @@ class VRWKVTuneOnVideo:
 
             pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
             every = max(1, steps // 25)
+            clock = [time.perf_counter()]
 
             def on_step(step, losses):
-                preview = ("PNG", loss_curve(losses), 512) if step % every == 0 or step == steps else None
-                pbar.update_absolute(step, steps, preview)
-                if step % every == 0 or step == steps:
-                    log.info(f"VRWKV tuning: step {step}/{steps}, loss {sum(losses[-every:]) / len(losses[-every:]):.4f}")
+                report = step % every == 0 or step == steps
+                pbar.update_absolute(step, steps, ("PNG", loss_curve(losses), 512) if report else None)
+                if report:
+                    recent = losses[-every:]
+                    now = time.perf_counter()
+                    log.info(f"VRWKV tuning: step {step}/{steps}, loss {sum(recent) / len(recent):.4f}, "
+                             f"{(now - clock[0]) / len(recent):.2f} s/step")
+                    clock[0] = now
 
             sampler = TuneSampler(params, TuneSettings(steps=steps, lr=learning_rate, seed=seed), dtype, on_step)
             guider = comfy.samplers.CFGGuider(trainer)
