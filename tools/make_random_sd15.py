@@ -1,5 +1,5 @@
 """Writes a random-weight checkpoint with SD1.5's layout, built from ComfyUI's own classes,
-which ComfyUI detects as SD1.5 (detection is by shapes: ../../../shared/TESTING.md).
+which ComfyUI detects as SD1.5 (its model detection goes by tensor shapes).
 
     COMFYUI_PYTHON make_random_sd15.py --depth shallow|full --out PATH
 

@@ -1,0 +1,47 @@
+"""UI-format workflow (as the canvas saves it) -> API-format graph (what POST /prompt
+takes), using the server's /object_info for input order. The browser check asserts that
+this gives the same graph as the page's own graphToPrompt()."""
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+NOTE_TYPES = {"Note", "MarkdownNote"}
+
+
+def is_widget(spec) -> bool:
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def has_control_widget(name: str, spec) -> bool:
+    """The page adds a 'control after generate' widget after these INT inputs."""
+    options = spec[1] if len(spec) > 1 else {}
+    return spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed"))
+
+
+def widget_inputs(info: dict) -> list[tuple[str, bool]]:
+    """(input name, followed by a control widget) for each widget of a node type, in order."""
+    specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    order = info.get("input_order", {})
+    names = order.get("required", []) + order.get("optional", []) if order else list(specs)
+    return [(n, has_control_widget(n, specs[n])) for n in names if is_widget(specs[n])]
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    links = {link[0]: link for link in workflow["links"]}      # [id, from node, from slot, to node, to slot, type]
+    api = {}
+    for node in workflow["nodes"]:
+        if node["type"] in NOTE_TYPES:
+            continue
+        if node.get("mode", 0) != 0:
+            raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed; not handled")
+        inputs = {}
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        values = iter(node.get("widgets_values", []))
+        for name, control in widget_inputs(object_info[node["type"]]):
+            value = next(values)
+            inputs.setdefault(name, value)
+            if control:
+                next(values)
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api

@@ -1,0 +1,186 @@
+"""Builds the example workflows in workflows/ with ComfyUI's own page, so they are saved
+exactly as the canvas saves them (node sizes, widget lists, link tables of the frontend
+that made them): each graph below is created through the page's LiteGraph API, then
+serialized. Needs a ComfyUI checkout (COMFYUI_PATH) and Debian's chromium.
+
+    COMFYUI_PATH=... COMFYUI_PYTHON=... python tools/build_workflows.py
+"""
+
+import json
+from pathlib import Path
+
+from comfy_browser import ComfyPage
+from comfy_server import ComfyServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SOURCE = "a man skiing"
+EDIT = "a panda skiing, van Gogh style"
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+VIDEO = "man-skiing.mp4"
+NAME = "man-skiing"
+
+# node key: (type, [x, y], {widget: value}, title or None)
+CLIP_IN = {
+    "video": ("LoadVideo", [20, 40], {"file": VIDEO}, "Load the source clip"),
+    "parts": ("GetVideoComponents", [20, 420], {}, None),
+    "pick": ("ImageFromBatch", [340, 40], {"batch_index": 0, "length": 16}, "Frames to edit (8-24)"),
+    "size": ("ImageScale", [340, 230], {"upscale_method": "lanczos", "width": 512, "height": 512, "crop": "center"},
+             "Resize to 512x512"),
+    "ckpt": ("CheckpointLoaderSimple", [20, 560], {"ckpt_name": CKPT}, "SD1.5 checkpoint"),
+    "encode": ("VAEEncode", [660, 40], {}, None),
+    "src": ("CLIPTextEncode", [340, 560], {"text": SOURCE}, "Source prompt (what the clip shows)"),
+    "edit": ("CLIPTextEncode", [340, 780], {"text": EDIT}, "Edit prompt"),
+    "empty": ("CLIPTextEncode", [340, 1000], {"text": ""}, "Empty prompt (inversion, negative)"),
+}
+CLIP_LINKS = [
+    ("video", 0, "parts", "video"), ("parts", 0, "pick", "image"), ("pick", 0, "size", "image"),
+    ("size", 0, "encode", "pixels"), ("ckpt", 2, "encode", "vae"),
+    ("ckpt", 1, "src", "clip"), ("ckpt", 1, "edit", "clip"), ("ckpt", 1, "empty", "clip"),
+]
+TUNE = {
+    "patch": ("VRWKVPatchModel", [660, 300], {"placement": "skip+mid", "resolution": "all"}, None),
+    "tune": ("VRWKVTuneOnVideo", [1000, 40], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
+                                               "control_after_generate": "fixed", "trainable": "vrwkv",
+                                               "gradient_checkpointing": True, "training_dtype": "auto",
+                                               "save_name": NAME, "note": SOURCE}, None),
+    "curve": ("PreviewImage", [1000, 520], {}, "Loss curve"),
+}
+TUNE_LINKS = [("ckpt", 0, "patch", "model"), ("patch", 0, "tune", "model"), ("encode", 0, "tune", "latent"),
+              ("src", 0, "tune", "conditioning"), ("tune", 1, "curve", "images")]
+OUTPUT = {
+    "decode": ("VAEDecode", [1760, 40], {}, None),
+    "mkvideo": ("CreateVideo", [1760, 160], {"fps": 8.0}, None),
+    "save": ("SaveVideo", [1760, 330], {"filename_prefix": "video/vrwkv_edit", "format": "auto", "codec": "auto"},
+             None),
+}
+OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "mkvideo", "images"), ("parts", 2, "mkvideo", "fps"),
+                ("mkvideo", 0, "save", "video")]
+
+
+def inversion(model_key, mode):
+    return {"invert": ("VRWKVDDIMInversion", [1380, 40], {"steps": 50, "cfg": 1.0, "refine": 0, "mode": mode,
+                                                          "save_name": NAME}, None)}, \
+           [(model_key, 0, "invert", "model"), ("encode", 0, "invert", "latent"), ("empty", 0, "invert", "positive")]
+
+
+def ksampler(model_key):
+    return {"sample": ("VRWKVKSampler", [1380, 420], {"seed": 0, "control_after_generate": "fixed", "steps": 50,
+                                                      "cfg": 12.5, "denoise": 1.0, "eta": 0.0}, "KSampler (DDIM) edit")}, \
+           [(model_key, 0, "sample", "model"), ("edit", 0, "sample", "positive"), ("empty", 0, "sample", "negative"),
+            ("encode", 0, "sample", "latent_image"), ("invert", 0, "sample", "inverted_latent"),
+            ("sample", 0, "decode", "samples")]
+
+
+NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
+
+1. **Load the source clip** (Load Video; VideoHelperSuite loaders work too: any IMAGE batch).
+   Keep **8-24 frames** (Frames to edit) at **512x512**.
+2. **Source prompt**: describe the clip as it is ("{SOURCE}").
+3. **VRWKV Tune On Video** fits the model to this clip: 300 steps (fewer for stronger
+   style changes). It saves `models/vrwkv/{NAME}.safetensors`.
+4. **VRWKV DDIM Inversion** turns the frames into the noise that regenerates them
+   (saved under `output/vrwkv_inversions/` for re-edits).
+5. **Edit prompt**: what it should become ("{EDIT}"). KSampler (DDIM): 50 steps, cfg 12.5.
+
+Re-edit the same clip without tuning: *vrwkv_reedit_saved_weights*.
+Out of memory: lower the frame count, set resolution to *half and below* in VRWKV Patch
+Model, keep gradient checkpointing on."""
+
+NOTE_REEDIT = f"""## Re-edit a tuned clip (no tuning)
+
+Needs a run of *vrwkv_edit_video* first: **VRWKV Load Weights** reads
+`models/vrwkv/{NAME}.safetensors`, and the inversion is loaded from
+`output/vrwkv_inversions/{NAME}.safetensors` (mode *load saved*: checked against this clip,
+steps and cfg). Change the **Edit prompt** and run: seconds instead of minutes.
+Keep the frames and size exactly as they were tuned."""
+
+NOTE_CUSTOM = """## The same edit with core custom sampling
+
+**VRWKV Sampler DDIM** is a SAMPLER: here it runs inside **SamplerCustomAdvanced** with a
+core CFG Guider, noise disabled, starting from the inverted latent with the sigmas that
+**VRWKV DDIM Inversion** outputs. Any core guider (e.g. with ControlNet applied to the
+conditioning) composes the same way."""
+
+
+def custom_sampling():
+    nodes = {
+        "guider": ("CFGGuider", [1380, 420], {"cfg": 12.5}, None),
+        "noise": ("DisableNoise", [1380, 640], {}, None),
+        "sampler": ("VRWKVSamplerDDIM", [1380, 740], {"eta": 0.0}, None),
+        "custom": ("SamplerCustomAdvanced", [1700, 420], {}, None),
+    }
+    links = [("tune", 0, "guider", "model"), ("edit", 0, "guider", "positive"), ("empty", 0, "guider", "negative"),
+             ("noise", 0, "custom", "noise"), ("guider", 0, "custom", "guider"), ("sampler", 0, "custom", "sampler"),
+             ("invert", 1, "custom", "sigmas"), ("invert", 0, "custom", "latent_image"),
+             ("custom", 0, "decode", "samples")]
+    return nodes, links
+
+
+def workflows():
+    inv_nodes, inv_links = inversion("tune", "invert and save")
+    ks_nodes, ks_links = ksampler("tune")
+    edit = ({**CLIP_IN, **TUNE, **inv_nodes, **ks_nodes, **OUTPUT},
+            CLIP_LINKS + TUNE_LINKS + inv_links + ks_links + OUTPUT_LINKS, NOTE_EDIT)
+
+    load = {"load": ("VRWKVLoadWeights", [660, 300], {"weights": f"{NAME}.safetensors"}, None)}
+    inv_nodes, inv_links = inversion("load", "load saved")
+    ks_nodes, ks_links = ksampler("load")
+    reedit = ({**CLIP_IN, **load, **inv_nodes, **ks_nodes, **OUTPUT},
+              CLIP_LINKS + [("ckpt", 0, "load", "model")] + inv_links + ks_links + OUTPUT_LINKS, NOTE_REEDIT)
+
+    inv_nodes, inv_links = inversion("tune", "invert")
+    cs_nodes, cs_links = custom_sampling()
+    output = {**OUTPUT, "decode": ("VAEDecode", [2020, 40], {}, None), "mkvideo": ("CreateVideo", [2020, 160], {"fps": 8.0}, None),
+              "save": ("SaveVideo", [2020, 330], OUTPUT["save"][2], None)}
+    custom = ({**CLIP_IN, **TUNE, **inv_nodes, **cs_nodes, **output},
+              CLIP_LINKS + TUNE_LINKS + inv_links + cs_links + OUTPUT_LINKS, NOTE_CUSTOM)
+    return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom}
+
+
+BUILD_JS = """
+const [nodes, links, note] = arguments;
+const g = app.graph;
+g.clear();
+const made = {};
+for (const [key, [type, pos, widgets, title]] of Object.entries(nodes)) {
+  const n = LiteGraph.createNode(type);
+  if (!n) throw new Error("unknown node type " + type);
+  n.pos = pos;
+  if (title) n.title = title;
+  g.add(n);
+  for (const [name, value] of Object.entries(widgets)) {
+    const w = n.widgets.find(w => w.name === name);
+    if (!w) throw new Error(type + " has no widget " + name);
+    w.value = value;
+  }
+  made[key] = n;
+}
+for (const [src, slot, dst, input] of links) {
+  const d = made[dst], s = made[src];
+  const i = d.findInputSlot(input);
+  if (i < 0) throw new Error(d.type + " has no input " + input);
+  if (!s.connect(slot, d, i)) throw new Error("cannot connect " + src + " -> " + dst + "." + input);
+}
+const m = LiteGraph.createNode("MarkdownNote");
+m.pos = [20, 1220]; m.size = [900, 330];
+m.widgets[0].value = note;
+g.add(m);
+for (const n of g._nodes) if (n.computeSize && n.type !== "MarkdownNote") n.size = n.computeSize();
+g.setDirtyCanvas(true, true);
+"""
+
+
+def main():
+    out_dir = ROOT / "workflows"
+    out_dir.mkdir(exist_ok=True)
+    with ComfyServer(checkpoints=()) as server, ComfyPage(server.url) as page:
+        for name, (nodes, links, note) in workflows().items():
+            page.driver.execute_script(BUILD_JS, nodes, links, note)
+            path = out_dir / f"{name}.json"
+            path.write_text(json.dumps(page.serialize(), indent=2) + "\n")
+            print("wrote", path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()
