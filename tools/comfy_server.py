@@ -101,11 +101,15 @@ def _free_port() -> int:
 
 
 class ComfyServer:
-    """`python main.py --cpu` in a throw-away base directory holding this pack (symlinked
-    into custom_nodes/), the requested checkpoints and the test clip."""
+    """`python main.py` in a throw-away base directory holding this pack (symlinked into
+    custom_nodes/), the requested checkpoints and the test clip."""
 
-    def __init__(self, checkpoints=("shallow",), extra_args=()):
-        self.checkpoints, self.extra_args = checkpoints, list(extra_args)
+    def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=()):
+        """checkpoints: random ones to install ("shallow", "full"); files: more files to link
+        into the base directory, {relative path: source path} (e.g. a real checkpoint);
+        cpu: run with --cpu (the default; False lets ComfyUI use the GPU)."""
+        self.checkpoints, self.files = checkpoints, dict(files or {})
+        self.extra_args = (["--cpu"] if cpu else []) + list(extra_args)
         self.client_id = uuid.uuid4().hex
 
     def __enter__(self):
@@ -115,6 +119,9 @@ class ComfyServer:
         (self.base_dir / "custom_nodes" / PACK_ROOT.name).symlink_to(PACK_ROOT, target_is_directory=True)
         for depth in self.checkpoints:
             (self.base_dir / "models" / "checkpoints" / CHECKPOINTS[depth]).symlink_to(cached_checkpoint(depth))
+        for rel, source in self.files.items():
+            (self.base_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.base_dir / rel).symlink_to(Path(source).resolve())
         self.input_dir, self.output_dir = self.base_dir / "input", self.base_dir / "output"
         make_test_clip(self.input_dir / CLIP_NAME)
         self.port = _free_port()
@@ -122,7 +129,7 @@ class ComfyServer:
         self.log_path = self.base_dir / "server.log"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            [comfyui_python(), "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
              "--disable-auto-launch", "--base-directory", str(self.base_dir), *self.extra_args],
             cwd=comfyui_path(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 180

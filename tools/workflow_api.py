@@ -43,5 +43,16 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             inputs.setdefault(name, value)
             if control:
                 next(values)
-        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                "_meta": {"title": node.get("title") or object_info[node["type"]]["display_name"]}}
     return api
+
+
+def set_inputs(api: dict, overrides: dict) -> None:
+    """overrides: {node type or title: {input: value}}; every key must match some node."""
+    for key, values in overrides.items():
+        nodes = [n for n in api.values() if key in (n["class_type"], n["_meta"]["title"])]
+        if not nodes:
+            raise KeyError(f"no node {key!r} in the workflow")
+        for node in nodes:
+            node["inputs"].update(values)
