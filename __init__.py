@@ -5,7 +5,10 @@ ComfyUI imports this folder as a package under whatever name it has on disk; eve
 inside uses relative imports, and nothing here imports ComfyUI at import time.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+# pytest imports this file as a plain module (no package) when it collects tests/ from a
+# checkout whose folder name is not an identifier; there is nothing to register then.
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .vrwkv.version import VERSION as __version__
 
-__version__ = "0.1.0"
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -5,11 +5,18 @@ inside the functions that run, so the schemas load (and are tested) without Comf
 """
 
 from .ddim import VRWKVDDIMInversion, VRWKVKSampler, VRWKVSamplerDDIM
+from .patch_model import VRWKVPatchModel
+from .tune import VRWKVTuneOnVideo
+from .weights import VRWKVLoadWeights, VRWKVSaveWeights
 
 NODE_CLASSES = {
-    "VRWKVSamplerDDIM": (VRWKVSamplerDDIM, "VRWKV Sampler (DDIM)"),
-    "VRWKVKSampler": (VRWKVKSampler, "VRWKV KSampler (DDIM)"),
+    "VRWKVPatchModel": (VRWKVPatchModel, "VRWKV Patch Model"),
+    "VRWKVSaveWeights": (VRWKVSaveWeights, "VRWKV Save Weights"),
+    "VRWKVLoadWeights": (VRWKVLoadWeights, "VRWKV Load Weights"),
+    "VRWKVTuneOnVideo": (VRWKVTuneOnVideo, "VRWKV Tune On Video"),
     "VRWKVDDIMInversion": (VRWKVDDIMInversion, "VRWKV DDIM Inversion"),
+    "VRWKVKSampler": (VRWKVKSampler, "VRWKV KSampler (DDIM)"),
+    "VRWKVSamplerDDIM": (VRWKVSamplerDDIM, "VRWKV Sampler (DDIM)"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}

@@ -1,0 +1,61 @@
+"""Helpers shared by the nodes: the SD1.5 check, finding the pack's patch on a MODEL,
+the models/vrwkv folder. ComfyUI modules are imported inside the functions."""
+
+import logging
+import os
+
+from ..vrwkv.patch import VRWKVPatch
+
+log = logging.getLogger("vrwkv_editor")
+CATEGORY = "VRWKV-Editor"
+FOLDER = "vrwkv"
+SD15_UNET = {"context_dim": 768, "model_channels": 320, "in_channels": 4, "adm_in_channels": None}
+
+
+def require_sd15(model, node: str) -> None:
+    """Raises ValueError unless the MODEL is SD1.5-shaped (what the blocks are built for)."""
+    config = getattr(getattr(getattr(model, "model", None), "model_config", None), "unet_config", None)
+    if not isinstance(config, dict):
+        raise ValueError(f"{node}: the input is not a diffusion MODEL from a checkpoint loader")
+    wrong = {k: config.get(k) for k, v in SD15_UNET.items() if config.get(k) != v}
+    if wrong or config.get("use_temporal_attention"):
+        name = type(model.model.model_config).__name__
+        found = ", ".join(f"{k}={v}" for k, v in wrong.items()) or "temporal attention"
+        raise ValueError(f"{node} needs an SD1.5 model (UNet with 320 base channels, 768-d text context, "
+                         f"4 latent channels, no extra conditioning); this MODEL is {name} ({found}). "
+                         "Load an SD1.5 checkpoint (or a fine-tune of SD1.5).")
+
+
+def find_patch(model) -> VRWKVPatch | None:
+    """The VRWKV patch registered on a MODEL (ModelPatcher), if any."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    found = [p for p in patches.get("output_block_patch", []) if isinstance(p, VRWKVPatch)]
+    return found[-1] if found else None
+
+
+def require_patch(model, node: str) -> VRWKVPatch:
+    patch = find_patch(model)
+    if patch is None:
+        raise ValueError(f"{node}: this MODEL has no VRWKV blocks; pass it through VRWKV Patch Model "
+                         "(or VRWKV Load Weights) first")
+    return patch
+
+
+def weights_folder() -> str:
+    """models/vrwkv, registered with ComfyUI's folder_paths on first use."""
+    import folder_paths
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, FOLDER)
+        os.makedirs(path, exist_ok=True)
+        folder_paths.folder_names_and_paths[FOLDER] = ([path], {".safetensors"})
+    return folder_paths.get_folder_paths(FOLDER)[0]
+
+
+def weights_files() -> list[str]:
+    """Weights files for a combo widget; empty where ComfyUI is absent (schema tests)."""
+    try:
+        weights_folder()
+        import folder_paths
+    except ImportError:
+        return []
+    return folder_paths.get_filename_list(FOLDER)

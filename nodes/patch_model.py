@@ -1,0 +1,87 @@
+"""VRWKV Patch Model: adds 3D-VRWKV blocks to an SD1.5 MODEL's skip connections and mid block."""
+
+from ..vrwkv.layout import LEVEL_CHOICES, PLACEMENTS, block_spec, unet_layout
+from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
+from ..vrwkv.weights import check_state_matches, load_weights
+from .common import CATEGORY, find_patch, log, require_sd15, weights_files, weights_folder
+
+NONE = "none"
+
+
+def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
+                info: dict | None = None, source: str = "VRWKV Patch Model"):
+    """A clone of `model` with VRWKV blocks built from `spec` (and loaded from `state`),
+    tuned base weights applied as weight patches. The input MODEL is not modified."""
+    require_sd15(model, source)
+    if find_patch(model) is not None:
+        raise ValueError(f"{source}: this MODEL already has VRWKV blocks; connect the checkpoint's MODEL "
+                         "instead (or use the patched MODEL as it is)")
+    layout = unet_layout(model.get_model_object("diffusion_model"))
+    expected = block_spec(layout, spec["placement"], spec["min_level"], spec["hidden_ratio"])["blocks"]
+    for name, b in spec["blocks"].items():
+        if expected.get(name) != b:
+            raise ValueError(f"{source}: block {name!r} of the weights ({b}) does not fit this UNet "
+                             f"({expected.get(name, 'no such block')}); the file was made for another model")
+    blocks = VRWKVBlocks(spec)
+    if state is not None:
+        check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, source)
+        blocks.load_state_dict(state)
+    patched = model.clone()
+    patched.set_model_output_block_patch(VRWKVPatch(blocks, info, base_deltas))
+    if base_deltas:
+        missing = set(base_deltas) - set(patched.add_patches({k: (v,) for k, v in base_deltas.items()}, 1.0, 1.0))
+        if missing:
+            raise ValueError(f"{source}: tuned UNet weight {sorted(missing)[0]!r} is not in this model")
+    count = sum(p.numel() for p in blocks.parameters())
+    log.info(f"VRWKV: {len(spec['blocks'])} blocks ({', '.join(spec['blocks'])}), {count / 1e6:.2f} M parameters")
+    return patched
+
+
+def load_weights_file(name: str):
+    """(spec, state, base_deltas, info) of a file in models/vrwkv."""
+    import folder_paths
+    weights_folder()
+    path = folder_paths.get_full_path("vrwkv", name)
+    if path is None:
+        raise ValueError(f"VRWKV weights {name!r} not found in {weights_folder()}; refresh the node list or "
+                         "save weights there first")
+    return load_weights(path)
+
+
+class VRWKVPatchModel:
+    DESCRIPTION = ("Adds 3D-VRWKV blocks (bidirectional RWKV over all frames at once, cost linear in frames) "
+                   "to an SD1.5 model's skip connections and mid block. The blocks start as an exact identity: "
+                   "the patched model samples like the original until it is tuned (VRWKV Tune On Video).")
+    CATEGORY = CATEGORY
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The SD1.5 model with VRWKV blocks (the input MODEL is left unchanged).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model (from Load Checkpoint)."}),
+                "placement": (list(PLACEMENTS), {"default": "skip+mid", "tooltip":
+                              "Where the blocks go: fusing each encoder skip with the decoder (skip), on the "
+                              "mid-block output (mid), or both as in the paper (skip+mid)."}),
+                "resolution": (list(LEVEL_CHOICES), {"default": "all", "tooltip":
+                               "Which UNet levels get blocks. High-resolution levels hold most tokens: "
+                               "'half and below' or 'quarter and below' save most memory on long or large clips."}),
+            },
+            "optional": {
+                "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
+                            "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
+                            "placement and resolution."}),
+            },
+        }
+
+    def patch(self, model, placement, resolution, weights=NONE):
+        if weights and weights != NONE:
+            spec, state, base, info = load_weights_file(weights)
+            if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
+                log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
+            return (apply_vrwkv(model, spec, state, base, info),)
+        require_sd15(model, "VRWKV Patch Model")
+        layout = unet_layout(model.get_model_object("diffusion_model"))
+        return (apply_vrwkv(model, block_spec(layout, placement, LEVEL_CHOICES[resolution])),)

@@ -1,0 +1,262 @@
+"""VRWKV Tune On Video: one-shot tuning of a patched SD1.5 MODEL on the clip's frames.
+
+The loop (vrwkv/tuning.py) runs inside ComfyUI's own sampling machinery, as core's
+training node does: a guider with the source prompt loads the model and prepares the
+conditioning, and a sampler object runs the steps, calling the model through the guider,
+so every patch, wrapper and weight patch of the MODEL applies. Training happens on a
+throw-away clone (checkpointing object patches, trainable weight wrappers); the returned
+MODEL is another clone carrying its own copy of the VRWKV blocks and the tuned query
+weights as ordinary weight patches, so the input MODEL is never changed.
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
+from .common import CATEGORY, log, require_patch
+from .plots import as_image_tensor, loss_curve
+from .weights import save_patch
+
+TRAINABLE = ("vrwkv", "vrwkv+attn_q")
+DTYPES = ("auto", "bfloat16", "float32")
+NODE = "VRWKV Tune On Video"
+
+
+class QueryDelta(torch.nn.Module):
+    """Weight wrapper W -> W + delta with a trainable delta (starts at 0)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.delta = torch.nn.Parameter(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device))
+
+    def __call__(self, weight):
+        return weight + self.delta.to(weight.dtype)
+
+    def move_to(self, device):
+        """Called by ModelPatcher when the model moves; returns the bytes moved."""
+        self.to(device=device)
+        return self.delta.numel() * self.delta.element_size()
+
+
+def query_weight_keys(unet) -> list[str]:
+    """Model keys of the self- and cross-attention query projections (Tune-A-Video's set)."""
+    return [f"diffusion_model.{name}.weight" for name, _ in unet.named_modules()
+            if name.endswith(("attn1.to_q", "attn2.to_q"))]
+
+
+def checkpointed(forward):
+    def run(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+    return run
+
+
+def checkpoint_patches(unet) -> dict:
+    """Object patches that recompute each ResBlock and SpatialTransformer in backward."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+    return {f"diffusion_model.{name}.forward": checkpointed(m.forward)
+            for name, m in unet.named_modules() if isinstance(m, (ResBlock, SpatialTransformer))}
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "float32" or (choice == "auto" and device.type == "cpu"):
+        return torch.float32
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{NODE}: this GPU has no bfloat16; set training dtype to float32")
+    return torch.bfloat16
+
+
+def without_inference_tensors(module: torch.nn.Module) -> None:
+    """ComfyUI loads weights under inference mode; autograd cannot save such tensors for
+    backward, so they are replaced by equal ordinary tensors (values unchanged)."""
+    for m in module.modules():
+        for table in (m._parameters, m._buffers):
+            for name, t in table.items():
+                if t is not None and t.is_inference():
+                    table[name] = torch.nn.Parameter(t.clone(), requires_grad=False) if name in m._parameters else t.clone()
+
+
+def check_conditioning(conditioning, frames: int) -> None:
+    for c in conditioning:
+        if c[0].shape[0] not in (1, frames):
+            raise ValueError(f"{NODE}: the source prompt's conditioning has a batch of {c[0].shape[0]} but the clip "
+                             f"has {frames} frames; use one prompt for all frames (a single CLIP Text Encode)")
+
+
+class TuneSampler:
+    """Duck-typed comfy.samplers.Sampler whose sample() runs the tuning loop."""
+
+    def __init__(self, params, settings, dtype, on_step):
+        self.params, self.settings, self.dtype, self.on_step = params, settings, dtype, on_step
+        self.losses = []
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        without_inference_tensors(model_wrap.inner_model)
+        model_sampling = model_wrap.inner_model.model_sampling
+        x0 = latent_image.clone()
+        frames = x0.shape[0]
+
+        def step_loss(generator):
+            t, eps = draw_noise(generator, x0)
+            sigma = model_sampling.sigmas[t].to(x0.device).expand(frames)
+            x = model_sampling.noise_scaling(sigma, eps, x0)
+            with torch.autocast(x0.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                denoised = model_wrap(x, sigma, **extra_args)
+            eps_pred = (x - denoised.float()) / sigma.view(-1, 1, 1, 1)
+            return F.mse_loss(eps_pred, eps)
+
+        def on_step(step, loss):
+            self.losses.append(loss)
+            self.on_step(step, self.losses)
+
+        tune(self.params, step_loss, self.settings, on_step)
+        return torch.zeros_like(latent_image)
+
+
+class VRWKVTuneOnVideo:
+    DESCRIPTION = ("Tunes a VRWKV-patched SD1.5 model on one clip with its source prompt (Tune-A-Video's "
+                   "recipe: all frames in every step, a random timestep per step, noise-prediction MSE, AdamW). "
+                   "Cancel keeps the steps done so far (saved if a name is given). Returns a new MODEL; the "
+                   "input MODEL is unchanged.")
+    CATEGORY = CATEGORY
+    FUNCTION = "tune"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("MODEL", "IMAGE", "STRING")
+    RETURN_NAMES = ("model", "loss_curve", "path")
+    OUTPUT_TOOLTIPS = ("The tuned model: sample it with the edit prompt (after VRWKV DDIM Inversion of the clip).",
+                       "Loss per step (raw, and its running mean in orange).",
+                       "Path of the saved weights file, or empty if no save name was given.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 MODEL with VRWKV blocks (from VRWKV Patch Model)."}),
+                "latent": ("LATENT", {"tooltip": "The clip's frames encoded by VAE Encode (one frame per batch "
+                                                 "item); all frames are trained together in every step."}),
+                "conditioning": ("CONDITIONING", {"tooltip": "The source prompt describing the clip as it is "
+                                                             "(e.g. 'a man skiing'), one for all frames."}),
+                "steps": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip":
+                          "Tuning steps. 300-500 as in the paper; fewer keep more freedom for style edits, "
+                          "more reproduce the clip more faithfully."}),
+                "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
+                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5)."}),
+                "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
+                         "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
+                "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
+                              "What is tuned: the VRWKV blocks only, or also the query projections of every "
+                              "self- and cross-attention (as Tune-A-Video does; more faithful, more memory)."}),
+                "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip":
+                                           "Recompute activations in the backward pass: much less memory for "
+                                           "long clips, about a third more time per step."}),
+                "training_dtype": (list(DTYPES), {"default": "auto", "tooltip":
+                                   "Precision of the model during tuning: auto = bfloat16 on GPUs, float32 on the "
+                                   "CPU. Weights of the new blocks are always kept in float32."}),
+            },
+            "optional": {
+                "save_name": ("STRING", {"default": "", "tooltip":
+                              "If set, the tuned weights are saved to models/vrwkv/<name>.safetensors (also when "
+                              "the run is cancelled or diverges: the last good steps are kept)."}),
+                "note": ("STRING", {"default": "", "tooltip": "Text stored in the weights file's metadata, e.g. "
+                                                              "the source prompt."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def tune(self, model, latent, conditioning, steps, learning_rate, seed, trainable, gradient_checkpointing,
+             training_dtype, save_name="", note="", unique_id=None):
+        import comfy.model_management
+        import comfy.samplers
+        import comfy.utils
+
+        samples = latent["samples"]
+        if samples.ndim != 4 or samples.shape[1] != 4:
+            raise ValueError(f"{NODE}: expected SD1.5 latents of shape (frames, 4, h, w) from VAE Encode, got "
+                             f"{tuple(samples.shape)}; encode the frames with the SD1.5 checkpoint's VAE")
+        frames = samples.shape[0]
+        check_conditioning(conditioning, frames)
+        device = comfy.model_management.get_torch_device()
+        dtype = resolve_dtype(training_dtype, device)
+
+        with torch.inference_mode(False):
+            tuned = model.clone()
+            source = require_patch(model, NODE)
+            patch = source.copy()                       # our own blocks: the input MODEL keeps its own
+            patch_list = tuned.model_options["transformer_options"]["patches"]["output_block_patch"]
+            patch_list[patch_list.index(source)] = patch
+            params = list(patch.blocks.parameters())
+            for p in params:
+                p.requires_grad_(True)
+
+            trainer = tuned.clone()
+            unet = trainer.get_model_object("diffusion_model")
+            deltas = {}
+            if trainable == "vrwkv+attn_q":
+                for key in query_weight_keys(unet):
+                    wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
+                    trainer.add_weight_wrapper(key, wrapper)
+                    deltas[key] = wrapper.delta
+                params += list(deltas.values())
+            if gradient_checkpointing:
+                patch.blocks.set_gradient_checkpointing(True)
+                for key, fn in checkpoint_patches(unet).items():
+                    trainer.add_object_patch(key, fn)
+            if dtype != torch.float32:
+                trainer.set_model_compute_dtype(dtype)
+            comfy.model_management.load_models_gpu([trainer], memory_required=1e20, force_full_load=True)
+
+            pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+            every = max(1, steps // 25)
+            clock = [time.perf_counter()]
+
+            def on_step(step, losses):
+                report = step % every == 0 or step == steps
+                pbar.update_absolute(step, steps, ("PNG", loss_curve(losses), 512) if report else None)
+                if report:
+                    recent = losses[-every:]
+                    now = time.perf_counter()
+                    log.info(f"VRWKV tuning: step {step}/{steps}, loss {sum(recent) / len(recent):.4f}, "
+                             f"{(now - clock[0]) / len(recent):.2f} s/step")
+                    clock[0] = now
+
+            sampler = TuneSampler(params, TuneSettings(steps=steps, lr=learning_rate, seed=seed), dtype, on_step)
+            guider = comfy.samplers.CFGGuider(trainer)
+            guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
+            info = {"frames": frames, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
+                    "steps": steps, "lr": learning_rate, "seed": seed, "trainable": trainable,
+                    "training_dtype": str(dtype).replace("torch.", ""), "note": note}
+            try:
+                guider.sample(torch.zeros_like(samples), samples.clone(), sampler,
+                              torch.tensor([1.0, 0.0]), seed=seed)
+            except BaseException as e:
+                self._finish(tuned, patch, deltas, info, sampler.losses)
+                if save_name.strip() and sampler.losses:
+                    path = save_patch(tuned, save_name, NODE)
+                    log.warning(f"VRWKV tuning stopped at step {len(sampler.losses)} ({type(e).__name__}); "
+                                f"the weights of the completed steps were saved to {path}")
+                if isinstance(e, NonFiniteLoss):
+                    raise NonFiniteLoss(f"{NODE}: {e}") from None
+                raise
+            finally:
+                patch.blocks.set_gradient_checkpointing(False)
+            self._finish(tuned, patch, deltas, info, sampler.losses)
+
+        path = save_patch(tuned, save_name, NODE) if save_name.strip() else ""
+        image = as_image_tensor(loss_curve(sampler.losses))
+        return {"ui": {"text": [path] if path else []}, "result": (tuned, image, path)}
+
+    @staticmethod
+    def _finish(tuned, patch, deltas, info, losses):
+        """Freezes the tuned state into the output MODEL: blocks, query deltas as weight
+        patches, the training record."""
+        for p in patch.blocks.parameters():
+            p.requires_grad_(False)
+        patch.base_deltas = {k: d.detach().clone() for k, d in deltas.items()}
+        if patch.base_deltas:
+            tuned.add_patches({k: (d,) for k, d in patch.base_deltas.items()}, 1.0, 1.0)
+        patch.info = {**info, "steps_done": len(losses), "final_loss": losses[-1] if losses else None}

@@ -1,0 +1,27 @@
+"""The integration tier: a real ComfyUI at COMFYUI_PATH, skipped where there is none."""
+
+import pytest
+
+from harness import ComfyServer, comfyui_path
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            if comfyui_path() is None:
+                item.add_marker(pytest.mark.skip(reason="integration tier: set COMFYUI_PATH to a ComfyUI checkout"))
+
+
+@pytest.fixture(scope="session")
+def comfy_server():
+    """One server for the session: shallow random SD1.5 + the 8-frame 64x64 test clip."""
+    with ComfyServer(checkpoints=("shallow",)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def comfy_server_full():
+    """A server with the full-topology random SD1.5 (started only by tests that use it)."""
+    with ComfyServer(checkpoints=("full",)) as server:
+        yield server

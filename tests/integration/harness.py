@@ -1,0 +1,198 @@
+"""Helpers for the integration tier: a real ComfyUI server with the pack installed.
+
+Nothing here imports ComfyUI: what needs ComfyUI's Python (building the random
+checkpoint, writing the test clip, reading a video) runs as a subprocess under
+COMFYUI_PYTHON, so pytest itself may run in the project's own venv.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PACK_ROOT = HERE.parents[1]
+CHECKPOINTS = {"shallow": "sd15_random_shallow.safetensors", "full": "sd15_random_full.safetensors"}
+CLIP_NAME = "vrwkv_test_clip.mp4"
+BUILDER_VERSION = "1"     # bump when make_random_sd15.py changes what it writes
+
+
+def comfyui_path() -> Path | None:
+    path = os.environ.get("COMFYUI_PATH")
+    return Path(path).resolve() if path else None
+
+
+def comfyui_python() -> str:
+    if os.environ.get("COMFYUI_PYTHON"):
+        return os.environ["COMFYUI_PYTHON"]
+    for venv in ("venv", ".venv"):
+        candidate = comfyui_path() / venv / "bin" / "python"
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable
+
+
+def run_comfy_python(args: list, timeout: float = 900) -> str:
+    """Runs a script under ComfyUI's Python with COMFYUI_PATH set; returns its stdout."""
+    env = {**os.environ, "COMFYUI_PATH": str(comfyui_path())}
+    out = subprocess.run([comfyui_python(), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-4000:]}")
+    return out.stdout
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("VRWKV_TEST_CACHE", Path.home() / ".cache" / "vrwkv-editor-tests"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_checkpoint(depth: str) -> Path:
+    """The random SD1.5 checkpoint of that depth, built once (about 10 s shallow, 30 s full)."""
+    path = cache_dir() / f"sd15_random_{depth}_v{BUILDER_VERSION}.safetensors"
+    if not path.exists():
+        run_comfy_python([HERE / "make_random_sd15.py", "--depth", depth, "--out", path])
+    return path
+
+
+def make_test_clip(path: Path, frames: int = 8, size: int = 64, fps: int = 8) -> Path:
+    """An H.264 mp4 of coloured shapes moving across a gradient (written with PyAV)."""
+    run_comfy_python([HERE / "video_tools.py", "write", path, frames, size, fps])
+    return path
+
+
+def video_info(path: Path) -> dict:
+    """{"frames", "width", "height"} of a video file, decoded with PyAV."""
+    return json.loads(run_comfy_python([HERE / "video_tools.py", "info", path]))
+
+
+def read_latent(server: "ComfyServer", prefix: str):
+    """The newest latent SaveLatent wrote under output/latents/<prefix>_*."""
+    from safetensors import safe_open
+    files = sorted((server.output_dir / "latents").glob(f"{prefix}_*.latent"))
+    if not files:
+        raise FileNotFoundError(f"no latent saved as latents/{prefix}")
+    with safe_open(str(files[-1]), framework="pt") as f:
+        return f.get_tensor("latent_tensor")
+
+
+def pack_import_errors(log_text: str) -> list[str]:
+    """Log lines saying that this pack failed to import."""
+    name = PACK_ROOT.name
+    return [line for line in log_text.splitlines()
+            if ("Cannot import" in line or "IMPORT FAILED" in line) and name in line]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """`python main.py --cpu` in a throw-away base directory holding this pack (symlinked
+    into custom_nodes/), the requested checkpoints and the test clip."""
+
+    def __init__(self, checkpoints=("shallow",), extra_args=()):
+        self.checkpoints, self.extra_args = checkpoints, list(extra_args)
+        self.client_id = uuid.uuid4().hex
+
+    def __enter__(self):
+        self.base_dir = Path(tempfile.mkdtemp(prefix="vrwkv-comfy-"))
+        for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
+            (self.base_dir / sub).mkdir(parents=True)
+        (self.base_dir / "custom_nodes" / PACK_ROOT.name).symlink_to(PACK_ROOT, target_is_directory=True)
+        for depth in self.checkpoints:
+            (self.base_dir / "models" / "checkpoints" / CHECKPOINTS[depth]).symlink_to(cached_checkpoint(depth))
+        self.input_dir, self.output_dir = self.base_dir / "input", self.base_dir / "output"
+        make_test_clip(self.input_dir / CLIP_NAME)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.base_dir / "server.log"
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--disable-auto-launch", "--base-directory", str(self.base_dir), *self.extra_args],
+            cwd=comfyui_path(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 180
+        while True:
+            try:
+                self._get("/object_info/CheckpointLoaderSimple")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if self.process.poll() is not None or time.time() > deadline:
+                    tail = self.log_text()[-4000:]
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"ComfyUI did not start:\n{tail}")
+                time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+        if not os.environ.get("VRWKV_KEEP_SERVER_DIR"):
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def _post(self, path, payload):
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+            return json.loads(body) if body else {}
+
+    def object_info(self, node_id: str | None = None) -> dict:
+        return self._get("/object_info" + (f"/{node_id}" if node_id else ""))
+
+    def queue(self, graph: dict) -> str:
+        """Queues an API-format graph; a graph the server rejects raises with its errors."""
+        try:
+            return self._post("/prompt", {"prompt": graph, "client_id": self.client_id})["prompt_id"]
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"ComfyUI rejected the graph: {e.read().decode(errors='replace')}") from None
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """The history entry once the prompt ran; RuntimeError with the node's exception
+        (or 'interrupted') if it did not succeed."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            entry = self._get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                status = entry["status"]
+                if status.get("status_str") == "success":
+                    return entry
+                for kind, data in status.get("messages", []):
+                    if kind == "execution_error":
+                        raise RuntimeError(f"{data.get('node_type')}: {data.get('exception_message')}\n"
+                                           + "".join(data.get("traceback", [])))
+                    if kind == "execution_interrupted":
+                        raise RuntimeError(f"execution interrupted at node {data.get('node_type')}")
+                raise RuntimeError(f"prompt failed: {status}")
+            time.sleep(0.3)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s\n{self.log_text()[-3000:]}")
+
+    def run(self, graph: dict, timeout: float = 600) -> dict:
+        return self.wait(self.queue(graph), timeout)
+
+    def interrupt(self) -> None:
+        self._post("/interrupt", {})

@@ -1,0 +1,115 @@
+"""VRWKV Patch Model, Tune On Video and Save/Load Weights in a real ComfyUI server, on a
+random-weight SD1.5 checkpoint and an 8-frame 64x64 clip."""
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from harness import CHECKPOINTS, CLIP_NAME, read_latent as latent
+
+CKPT = CHECKPOINTS["shallow"]
+OUR_NODES = ("VRWKVPatchModel", "VRWKVTuneOnVideo", "VRWKVSaveWeights", "VRWKVLoadWeights")
+
+
+def clip_graph():
+    """API-format nodes: checkpoint, prompts, the test clip encoded to 8 latents."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a man skiing", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "video": {"class_type": "LoadVideo", "inputs": {"file": CLIP_NAME}},
+        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
+        "latent": {"class_type": "VAEEncode", "inputs": {"pixels": ["frames", 0], "vae": ["ckpt", 2]}},
+    }
+
+
+def sample_and_save(graph, key, model, prefix, steps=3):
+    graph[f"ks_{key}"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 7, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 0.7}}
+    graph[f"save_{key}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"ks_{key}", 0],
+                                                                   "filename_prefix": f"latents/{prefix}"}}
+
+
+def tune_node(model, steps, save_name="", trainable="vrwkv"):
+    return {"class_type": "VRWKVTuneOnVideo", "inputs": {
+        "model": model, "latent": ["latent", 0], "conditioning": ["pos", 0], "steps": steps,
+        "learning_rate": 1e-3, "seed": 1, "trainable": trainable, "gradient_checkpointing": True,
+        "training_dtype": "auto", "save_name": save_name, "note": "a man skiing"}}
+
+
+def test_nodes_are_registered_with_tooltips(comfy_server):
+    for node_id in OUR_NODES:
+        info = comfy_server.object_info(node_id)[node_id]
+        assert info["category"].startswith("VRWKV-Editor")
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name}"
+
+
+def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server):
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
+    sample_and_save(graph, "plain", ["ckpt", 0], "init_plain")
+    sample_and_save(graph, "patched", ["patch", 0], "init_patched")
+    comfy_server.run(graph, timeout=900)
+    plain, patched = latent(comfy_server, "init_plain"), latent(comfy_server, "init_patched")
+    assert plain.shape == (8, 4, 8, 8) and torch.isfinite(plain).all()
+    assert torch.equal(plain, patched)
+    assert "VRWKV: 5 blocks" in comfy_server.log_text()          # parameter count printed
+
+
+def test_tune_sample_save_and_reload(comfy_server):
+    """Tuning changes the samples, leaves the input MODEL's samples as they were, and the
+    saved weights reload (VRWKV Load Weights) into a model that samples exactly like the
+    tuned one."""
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
+    sample_and_save(graph, "before", ["patch", 0], "tune_before")
+    comfy_server.run(graph, timeout=900)
+
+    graph["tune"] = tune_node(["patch", 0], steps=3, save_name="it_tuned")
+    sample_and_save(graph, "tuned", ["tune", 0], "tune_tuned")
+    sample_and_save(graph, "after", ["patch", 0], "tune_after")
+    history = comfy_server.run(graph, timeout=900)
+    before, after, tuned = (latent(comfy_server, p) for p in ("tune_before", "tune_after", "tune_tuned"))
+    assert torch.equal(before, after)                  # the input MODEL is untouched
+    assert not torch.allclose(before, tuned)
+    path = comfy_server.base_dir / "models" / "vrwkv" / "it_tuned.safetensors"
+    assert history["outputs"]["tune"]["text"] == [str(path)]
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["info"])
+    assert info["steps_done"] == 3 and info["frames"] == 8 and info["note"] == "a man skiing"
+
+    graph = clip_graph()
+    graph["load"] = {"class_type": "VRWKVLoadWeights", "inputs": {"model": ["ckpt", 0], "weights": "it_tuned.safetensors"}}
+    sample_and_save(graph, "reloaded", ["load", 0], "tune_reloaded")
+    comfy_server.run(graph, timeout=900)
+    assert torch.equal(latent(comfy_server, "tune_reloaded"), tuned)
+
+
+def test_cancel_keeps_and_saves_the_completed_steps(comfy_server):
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
+    graph["tune"] = tune_node(["patch", 0], steps=250, save_name="it_cancelled")
+    path = comfy_server.base_dir / "models" / "vrwkv" / "it_cancelled.safetensors"
+    seen = len(comfy_server.log_text())
+    prompt_id = comfy_server.queue(graph)
+    deadline = time.time() + 600
+    while "VRWKV tuning: step" not in comfy_server.log_text()[seen:]:     # wait until steps are running
+        assert time.time() < deadline, comfy_server.log_text()[-3000:]
+        time.sleep(0.5)
+    t0 = time.time()
+    comfy_server.interrupt()
+    with pytest.raises(RuntimeError, match="[Ii]nterrupt"):
+        comfy_server.wait(prompt_id, timeout=300)
+    assert time.time() - t0 < 60
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["info"])
+    assert 10 <= info["steps_done"] < 250

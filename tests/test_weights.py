@@ -1,0 +1,84 @@
+"""VRWKV weights files: bit-exact round trip, atomic writes, and the documented errors."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tiny_unet import TinyUNet
+from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks
+from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights, resolve_inside, save_weights
+
+
+def trained_blocks(seed=0, placement="skip+mid"):
+    torch.manual_seed(seed)
+    blocks = VRWKVBlocks(block_spec(unet_layout(TinyUNet()), placement, 0, hidden_ratio=2))
+    with torch.no_grad():
+        for p in blocks.parameters():
+            p.add_(torch.randn_like(p))
+    return blocks
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    blocks = trained_blocks()
+    deltas = {"output_blocks.0.0.conv1.weight": torch.randn(16, 32, 3, 3, dtype=torch.float16)}
+    info = {"frames": 8, "prompt": "a man skiing", "steps": 300, "lr": 3e-5}
+    path = save_weights(tmp_path / "clip", blocks.state_dict(), blocks.spec, deltas, info)
+    assert path.name == "clip.safetensors" and path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.safetensors"]      # no temp file left
+    spec, state, base, info2 = load_weights(path)
+    assert spec == json.loads(json.dumps(blocks.spec)) and info2 == info
+    fresh = VRWKVBlocks(spec)
+    fresh.load_state_dict(state)
+    for (k, a), (k2, b) in zip(blocks.state_dict().items(), fresh.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert base.keys() == deltas.keys() and all(torch.equal(base[k], deltas[k]) for k in deltas)
+
+
+def test_overwrite_replaces_atomically(tmp_path):
+    path = save_weights(tmp_path / "w.safetensors", trained_blocks(0).state_dict(), trained_blocks(0).spec)
+    before = os.stat(path).st_ino
+    save_weights(path, trained_blocks(1).state_dict(), trained_blocks(1).spec)
+    assert os.stat(path).st_ino != before            # a new file renamed over the old one
+    _, state, _, _ = load_weights(path)
+    assert torch.equal(state["blocks.mid.spatial_mix.decay"], trained_blocks(1).state_dict()["blocks.mid.spatial_mix.decay"])
+
+
+def test_layout_mismatch_names_the_key(tmp_path):
+    mid_only = trained_blocks(placement="mid")
+    both = trained_blocks(placement="skip+mid")
+    expected = {k: v.shape for k, v in both.state_dict().items()}
+    with pytest.raises(ValueError, match=r"missing tensor 'blocks\.skip_"):
+        check_state_matches(mid_only.state_dict(), expected, "w.safetensors")
+    state = dict(both.state_dict())
+    state["blocks.mid.spatial_mix.decay"] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"'blocks\.mid\.spatial_mix\.decay' has shape \(3,\)"):
+        check_state_matches(state, expected, "w.safetensors")
+    with pytest.raises(ValueError, match="unexpected tensor"):
+        check_state_matches(both.state_dict(), {k: v for k, v in expected.items() if "skip_0" not in k}, "w")
+
+
+def test_foreign_and_pickle_files_are_refused(tmp_path):
+    other = tmp_path / "lora.safetensors"
+    save_file({"x": torch.zeros(2)}, str(other), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not a VRWKV weights file"):
+        load_weights(other)
+    pickle = tmp_path / "weights.pt"
+    torch.save({"x": torch.zeros(2)}, pickle)
+    with pytest.raises(ValueError, match="never loaded"):
+        load_weights(pickle)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_weights(broken)
+    assert FORMAT.startswith("vrwkv-editor")
+
+
+def test_names_cannot_escape_the_folder(tmp_path):
+    assert resolve_inside(tmp_path, "clip/edit.safetensors") == (tmp_path / "clip" / "edit.safetensors").resolve()
+    for bad in ("../evil.safetensors", "/etc/passwd", "a/../../x", ""):
+        with pytest.raises(ValueError, match="outside"):
+            resolve_inside(tmp_path, bad)

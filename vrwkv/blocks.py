@@ -1,0 +1,135 @@
+"""3D-VRWKV blocks: spatio-temporal token mixing of a whole clip with one Bi-WKV pass.
+
+Features come as ComfyUI passes them, (videos * frames, C, H, W). Tokens are ordered
+(t, h, w) into one sequence of L = T*H*W per video, so every token sees the whole clip at
+a cost linear in L. Decay and bonus are divided by L as in Vision-RWKV, so the total decay
+across a clip stays bounded whatever its length.
+
+Before the projections each frame is interpolated with its predecessor,
+`mu * x_t + (1 - mu) * x_{t-1}` (separate mu per projection and channel, x_{-1} = 0, the
+RWKV token shift along time), then a depthwise 3x3 convolution mixes each frame spatially
+(the paper's "spatial convolution on a temporally interpolated frame representation").
+Output projections start at zero and the blocks are residual, so a freshly built block is
+an exact identity; "local" init (1.0) of decay, bonus and every mu.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..kernels import bi_wkv
+
+
+def time_shift(x: torch.Tensor) -> torch.Tensor:
+    """x_{t-1} for every frame t of (videos, T, H, W, C), zero before the first frame."""
+    return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+
+
+class FrameMix(nn.Module):
+    """Temporal interpolation with a per-channel mu, then a depthwise 3x3 spatial conv
+    (identity at init) and a linear projection to `out_ch`."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.mu = nn.Parameter(torch.ones(in_ch))
+        self.spatial = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False)
+        with torch.no_grad():
+            self.spatial.weight.zero_()
+            self.spatial.weight[:, 0, 1, 1] = 1.0
+        self.proj = nn.Linear(in_ch, out_ch, bias=False)
+
+    def forward(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """x, prev: (V, T, H, W, C) -> (V, T, H, W, out_ch)."""
+        mixed = self.mu * x + (1 - self.mu) * prev
+        V, T, H, W, C = mixed.shape
+        frames = rearrange(mixed, "v t h w c -> (v t) c h w")
+        frames = rearrange(self.spatial(frames), "(v t) c h w -> v t h w c", v=V)
+        return self.proj(frames)
+
+
+class SpatialMix3D(nn.Module):
+    """RWKV spatial mix over the whole clip: sigmoid(r) * BiWKV(k, v), then a zero-init
+    output projection. r may read another feature (`gate`) than k and v do: the skip
+    fusion gates the encoder skip with the decoder feature."""
+
+    def __init__(self, channels: int, gate_channels: int | None = None):
+        super().__init__()
+        self.key = FrameMix(channels, channels)
+        self.value = FrameMix(channels, channels)
+        self.receptance = FrameMix(gate_channels or channels, channels)
+        self.decay = nn.Parameter(torch.ones(channels))   # w = decay / L
+        self.first = nn.Parameter(torch.ones(channels))   # u = first / L
+        self.output = nn.Linear(channels, channels, bias=False)
+        nn.init.zeros_(self.output.weight)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """x: (V, T, H, W, C), gate: (V, T, H, W, Cg) -> (V, T, H, W, C)."""
+        V, T, H, W, C = x.shape
+        L = T * H * W
+        x_prev = time_shift(x)
+        k = self.key(x, x_prev).reshape(V, L, C)
+        v = self.value(x, x_prev).reshape(V, L, C)
+        r = self.receptance(gate, time_shift(gate) if gate is not x else x_prev)
+        y = bi_wkv(self.decay / L, self.first / L, k, v).reshape(V, T, H, W, C)
+        return self.output(torch.sigmoid(r) * y)
+
+
+class ChannelMix3D(nn.Module):
+    """RWKV channel mix with temporal interpolation: sigmoid(r) * W_v(relu(W_k x)^2),
+    W_v zero-init."""
+
+    def __init__(self, channels: int, hidden_ratio: int):
+        super().__init__()
+        hidden = channels * hidden_ratio
+        self.mu_k = nn.Parameter(torch.ones(channels))
+        self.mu_r = nn.Parameter(torch.ones(channels))
+        self.key = nn.Linear(channels, hidden, bias=False)
+        self.value = nn.Linear(hidden, channels, bias=False)
+        self.receptance = nn.Linear(channels, channels, bias=False)
+        nn.init.zeros_(self.value.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prev = time_shift(x)
+        xk = self.mu_k * x + (1 - self.mu_k) * prev
+        xr = self.mu_r * x + (1 - self.mu_r) * prev
+        return torch.sigmoid(self.receptance(xr)) * self.value(torch.relu(self.key(xk)).square())
+
+
+class VRWKVBlock3D(nn.Module):
+    """Pre-norm residual 3D-VRWKV block on (V*T, C, H, W) features:
+    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x).
+
+    Without `gate_channels` the receptance reads x itself (the mid block); with it, it reads
+    a second feature of that many channels (the skip fusion: x = skip, g = decoder). Runs
+    in its parameters' dtype and returns the input dtype, so a fp16 UNet can carry an fp32
+    block; an exact identity at init."""
+
+    def __init__(self, channels: int, gate_channels: int | None = None, hidden_ratio: int = 4):
+        super().__init__()
+        self.channels, self.gate_channels = channels, gate_channels
+        self.norm_x = nn.LayerNorm(channels)
+        self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
+        self.spatial_mix = SpatialMix3D(channels, gate_channels)
+        self.norm_cm = nn.LayerNorm(channels)
+        self.channel_mix = ChannelMix3D(channels, hidden_ratio)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[0] % frames:
+            raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            delta = checkpoint(self._delta, x, gate, frames, use_reentrant=False)
+        else:
+            delta = self._delta(x, gate, frames)
+        return x + delta
+
+    def _delta(self, x, gate, frames):
+        dtype = self.norm_x.weight.dtype
+        seq = rearrange(x.to(dtype), "(v t) c h w -> v t h w c", t=frames)
+        h = self.norm_x(seq)
+        g = h if gate is None else self.norm_gate(rearrange(gate.to(dtype), "(v t) c h w -> v t h w c", t=frames))
+        d_spatial = self.spatial_mix(h, g)
+        d_channel = self.channel_mix(self.norm_cm(seq + d_spatial))
+        return rearrange(d_spatial + d_channel, "v t h w c -> (v t) c h w").to(x.dtype)

@@ -1,0 +1,78 @@
+"""Where VRWKV blocks go in an SD1.5-style UNet, read off the UNet's own modules.
+
+ComfyUI's UNet pops one encoder skip per decoder ("output") block and hands both to
+`output_block_patch(h, hsp, transformer_options)` just before concatenating them. At
+output block 0, `h` is the mid-block output. A skip point records, per output block, the
+decoder and skip channels and the resolution level (0 = latent size, 1 = half, ...).
+"""
+
+from dataclasses import dataclass
+
+PLACEMENTS = ("skip+mid", "skip", "mid")
+# Resolution choices: the lowest level kept (0 keeps all). Lower resolutions hold far fewer
+# tokens, so dropping the high-resolution levels saves most of the memory.
+LEVEL_CHOICES = {"all": 0, "half and below": 1, "quarter and below": 2, "lowest only": 3}
+
+
+@dataclass(frozen=True)
+class SkipPoint:
+    output_index: int
+    level: int
+    h_channels: int
+    skip_channels: int
+
+
+@dataclass(frozen=True)
+class UNetLayout:
+    skips: tuple
+    mid_channels: int
+    mid_level: int
+
+
+def unet_layout(unet) -> UNetLayout:
+    """Skip points of a ComfyUI openaimodel.UNetModel (input_blocks / middle_block /
+    output_blocks of ResBlock, Downsample, conv). Raises ValueError for another shape."""
+    try:
+        inputs, outputs = list(unet.input_blocks), list(unet.output_blocks)
+    except AttributeError:
+        raise ValueError(f"{type(unet).__name__} has no input_blocks/output_blocks: not an SD1.5-style UNet") from None
+    if len(inputs) != len(outputs) or not inputs:
+        raise ValueError(f"UNet has {len(inputs)} input and {len(outputs)} output blocks; expected equal numbers")
+    chans, levels, level = [], [], 0
+    for block in inputs:
+        first = block[0]
+        if type(first).__name__ == "Downsample":
+            level += 1
+        out = getattr(first, "out_channels", None)
+        if not isinstance(out, int):
+            raise ValueError(f"cannot read the output channels of input block {type(first).__name__}")
+        chans.append(out)
+        levels.append(level)
+    skips = []
+    for o, block in enumerate(outputs):
+        i = len(inputs) - 1 - o
+        total = getattr(block[0], "channels", None)
+        if not isinstance(total, int) or total <= chans[i]:
+            raise ValueError(f"cannot read the input channels of output block {o}")
+        skips.append(SkipPoint(o, levels[i], total - chans[i], chans[i]))
+    return UNetLayout(tuple(skips), mid_channels=skips[0].h_channels, mid_level=levels[-1])
+
+
+def block_spec(layout: UNetLayout, placement: str, min_level: int, hidden_ratio: int = 4) -> dict:
+    """The blocks to build, as a JSON-able spec: {name: {"channels", "gate_channels", "level"}}.
+    Skip blocks are named "skip_<output index>", the mid block "mid"."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    blocks = {}
+    if "mid" in placement and layout.mid_level >= min_level:
+        blocks["mid"] = {"channels": layout.mid_channels, "gate_channels": None, "level": layout.mid_level}
+    if "skip" in placement:
+        for p in layout.skips:
+            if p.level >= min_level:
+                blocks[f"skip_{p.output_index}"] = {"channels": p.skip_channels, "gate_channels": p.h_channels,
+                                                    "level": p.level}
+    if not blocks:
+        deepest = max(layout.mid_level, *(p.level for p in layout.skips))
+        raise ValueError(f"no block selected: this UNet's lowest resolution level is {deepest}; "
+                         "choose a resolution setting that keeps it")
+    return {"placement": placement, "min_level": min_level, "hidden_ratio": hidden_ratio, "blocks": blocks}

@@ -1,0 +1,78 @@
+"""The UNet patch: VRWKV blocks applied at ComfyUI's output-block hook.
+
+`VRWKVPatch` is the object registered with `ModelPatcher.set_model_output_block_patch`.
+It is a plain callable holding the blocks (an nn.Module), written around three ComfyUI
+behaviours (../shared/TESTING.md):
+- `ModelPatcher.clone()` deep-copies model options: the patch returns itself from
+  `__deepcopy__`, so every clone runs the very module that is trained and saved;
+- `model_patches_to` is called with the load device and then with the UNet's dtype: `to()`
+  follows devices but keeps the blocks' own (training) dtype;
+- with CFG the batch holds len(cond_or_uncond) videos of T frames each.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from .blocks import VRWKVBlock3D
+
+
+class VRWKVBlocks(nn.Module):
+    """The blocks named in a spec from layout.block_spec. `block` builds one block from
+    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers."""
+
+    def __init__(self, spec: dict, block=VRWKVBlock3D):
+        super().__init__()
+        self.spec = spec
+        self.blocks = nn.ModuleDict({
+            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"])
+            for name, b in spec["blocks"].items()
+        })
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        for block in self.blocks.values():
+            block.gradient_checkpointing = enabled
+
+
+def frames_per_video(batch: int, transformer_options: dict) -> int:
+    videos = len(transformer_options.get("cond_or_uncond") or [None])
+    if batch % videos:
+        raise ValueError(f"VRWKV: the UNet batch of {batch} does not split into {videos} videos "
+                         f"(cond_or_uncond = {transformer_options.get('cond_or_uncond')}); every prompt "
+                         "must cover the same number of frames")
+    return batch // videos
+
+
+class VRWKVPatch:
+    """output_block_patch(h, hsp, transformer_options) -> (h, hsp)."""
+
+    def __init__(self, blocks: VRWKVBlocks, info: dict | None = None, base_deltas: dict | None = None):
+        self.blocks = blocks
+        self.info = dict(info or {})                  # training record saved with the weights
+        self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
+
+    def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
+        index = transformer_options["block"][1]
+        frames = frames_per_video(h.shape[0], transformer_options)
+        blocks = self.blocks.blocks
+        if index == 0 and "mid" in blocks:            # h is the mid-block output here
+            h = blocks["mid"](h, frames)
+        skip = blocks[f"skip_{index}"] if f"skip_{index}" in blocks else None
+        if skip is not None:
+            hsp = skip(hsp, frames, gate=h)
+        return h, hsp
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device_or_dtype):
+        if not isinstance(device_or_dtype, torch.dtype):
+            device = torch.device(device_or_dtype)
+            if next(self.blocks.parameters()).device != device:
+                self.blocks.to(device)
+        return self
+
+    def copy(self) -> "VRWKVPatch":
+        """An independent patch with its own copy of the blocks (for tuning a clone)."""
+        return VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas)

@@ -1,0 +1,86 @@
+"""VRWKV weights files: safetensors with the block layout and the training record.
+
+Tensors: `vrwkv.<block param>` for the VRWKV blocks and `base.<UNet key>` for tuned UNet
+weights, stored as differences from the weights they were tuned from (so a file applies to
+the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
+`format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record).
+Files are written atomically (temp file + rename) and never unpickled.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .version import VERSION
+
+FORMAT = "vrwkv-editor-weights/1"
+EXTENSION = ".safetensors"
+
+
+def resolve_inside(folder: str | Path, name: str) -> Path:
+    """folder/name, refusing names that leave the folder (absolute, '..', links out)."""
+    folder = Path(folder).resolve()
+    path = (folder / name).resolve()
+    if path == folder or folder not in path.parents:
+        raise ValueError(f"weights name {name!r} points outside {folder}; use a plain file name or a sub-folder")
+    return path
+
+
+def save_weights(path: str | Path, blocks_state: dict, spec: dict, base_deltas: dict | None = None,
+                 info: dict | None = None) -> Path:
+    path = Path(path)
+    if path.suffix != EXTENSION:
+        path = path.with_name(path.name + EXTENSION)
+    tensors = {f"vrwkv.{k}": v.detach().contiguous().cpu() for k, v in blocks_state.items()}
+    tensors.update({f"base.{k}": v.detach().contiguous().cpu() for k, v in (base_deltas or {}).items()})
+    metadata = {"format": FORMAT, "pack_version": VERSION, "layout": json.dumps(spec, sort_keys=True),
+                "info": json.dumps(info or {}, sort_keys=True, default=str)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_weights(path: str | Path):
+    """(spec, blocks_state, base_deltas, info) from a file written by save_weights."""
+    path = Path(path)
+    if path.suffix != EXTENSION:
+        raise ValueError(f"{path.name}: VRWKV weights are {EXTENSION} files (pickled .pt/.ckpt files are never loaded)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f"{path.name} is not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path.name} is not a VRWKV weights file (format {meta.get('format')!r}, "
+                         f"expected {FORMAT!r}); save weights with VRWKV Save Weights or VRWKV Tune On Video")
+    spec, info = json.loads(meta["layout"]), json.loads(meta.get("info", "{}"))
+    blocks = {k[len("vrwkv."):]: v for k, v in tensors.items() if k.startswith("vrwkv.")}
+    base = {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")}
+    return spec, blocks, base, info
+
+
+def check_state_matches(blocks_state: dict, expected: dict[str, torch.Size], source: str) -> None:
+    """Raises ValueError naming the first key that is missing, extra or differently shaped."""
+    for key, shape in expected.items():
+        if key not in blocks_state:
+            raise ValueError(f"{source}: missing tensor {key!r}; the file was saved for another block layout")
+        if tuple(blocks_state[key].shape) != tuple(shape):
+            raise ValueError(f"{source}: tensor {key!r} has shape {tuple(blocks_state[key].shape)}, the patched "
+                             f"model needs {tuple(shape)}; the file was made for a different model or layout")
+    extra = sorted(set(blocks_state) - set(expected))
+    if extra:
+        raise ValueError(f"{source}: unexpected tensor {extra[0]!r} (and {len(extra) - 1} more); "
+                         "the file was saved for another block layout")
