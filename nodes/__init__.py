@@ -4,6 +4,7 @@ Node classes only declare their inputs here; anything that touches ComfyUI is im
 inside the functions that run, so the schemas load (and are tested) without ComfyUI.
 """
 
+from .ddim import VRWKVDDIMInversion, VRWKVKSampler, VRWKVSamplerDDIM
 from .patch_model import VRWKVPatchModel
 from .tune import VRWKVTuneOnVideo
 from .weights import VRWKVLoadWeights, VRWKVSaveWeights
@@ -13,6 +14,9 @@ NODE_CLASSES = {
     "VRWKVSaveWeights": (VRWKVSaveWeights, "VRWKV Save Weights"),
     "VRWKVLoadWeights": (VRWKVLoadWeights, "VRWKV Load Weights"),
     "VRWKVTuneOnVideo": (VRWKVTuneOnVideo, "VRWKV Tune On Video"),
+    "VRWKVDDIMInversion": (VRWKVDDIMInversion, "VRWKV DDIM Inversion"),
+    "VRWKVKSampler": (VRWKVKSampler, "VRWKV KSampler (DDIM)"),
+    "VRWKVSamplerDDIM": (VRWKVSamplerDDIM, "VRWKV Sampler (DDIM)"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}

@@ -1,0 +1,49 @@
+"""Small helpers over ComfyUI's public API for the nodes (ComfyUI imported inside functions)."""
+
+
+def check_conditioning_batch(conditioning, frames: int, name: str) -> None:
+    """ValueError unless every prompt tensor in `conditioning` has batch 1 or `frames`
+    (ComfyUI would silently repeat or cut any other batch to the number of frames)."""
+    for tensor, _ in conditioning:
+        if tensor.shape[0] not in (1, frames):
+            raise ValueError(f"the {name} conditioning has a batch of {tensor.shape[0]} prompts but the "
+                             f"latent has {frames} frames: give one prompt for all frames (batch 1) or "
+                             f"exactly one per frame (batch {frames}).")
+
+
+def sigma_table(model):
+    """The model's timestep -> sigma table, after checking its latents are x0 + sigma * eps
+    over discrete timesteps (SD1.5 and its fine-tunes), which DDIM in sigma space needs."""
+    import comfy.model_sampling as ms
+
+    sampling = model.get_model_object("model_sampling")
+    if not (isinstance(sampling, ms.ModelSamplingDiscrete) and isinstance(sampling, ms.EPS)):
+        raise ValueError(f"VRWKV DDIM needs a model with discrete timesteps and x0 + sigma*eps latents "
+                         f"(SD1.5 and its fine-tunes); this MODEL samples with "
+                         f"{[c.__name__ for c in type(sampling).__mro__[1:3]]}: load an SD1.5 checkpoint.")
+    return sampling.sigmas
+
+
+def ddim_sampler(eta: float, inversion_refine: int = 0):
+    """The pack's DDIM as a ComfyUI SAMPLER (for SamplerCustom / SamplerCustomAdvanced)."""
+    import comfy.samplers
+
+    from ..vrwkv.ddim import sample_ddim
+
+    return comfy.samplers.KSAMPLER(sample_ddim, extra_options={"eta": float(eta),
+                                                              "inversion_refine": int(inversion_refine)})
+
+
+def run_ddim(model, noise, latent, sigmas, positive, negative, cfg: float, eta: float, seed: int, noise_mask=None,
+             inversion_refine: int = 0):
+    """comfy.sample.sample_custom with the pack's DDIM, ComfyUI's preview/progress callback
+    (which raises on interrupt) and its progress-bar setting; returns the LATENT samples."""
+    import comfy.sample
+    import comfy.utils
+    import latent_preview
+
+    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+    sampler = ddim_sampler(eta, inversion_refine)
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      noise_mask=noise_mask, callback=callback,
+                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
