@@ -20,18 +20,18 @@ CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 VIDEO = "man-skiing.mp4"
 NAME = "man-skiing"
 
-# node key: (type, [x, y], {widget: value}, title or None)
+# node key: (type, [column, row], {widget: value}, title or None); build_js lays the columns out
 CLIP_IN = {
-    "video": ("LoadVideo", [20, 40], {"file": VIDEO}, "Load the source clip"),
-    "parts": ("GetVideoComponents", [20, 420], {}, None),
-    "pick": ("ImageFromBatch", [340, 40], {"batch_index": 0, "length": 16}, "Frames to edit (8-24)"),
-    "size": ("ImageScale", [340, 230], {"upscale_method": "lanczos", "width": 512, "height": 512, "crop": "center"},
+    "video": ("LoadVideo", [0, 0], {"file": VIDEO}, "Load the source clip"),
+    "parts": ("GetVideoComponents", [0, 1], {}, None),
+    "pick": ("ImageFromBatch", [1, 0], {"batch_index": 0, "length": 16}, "Frames to edit (8-24)"),
+    "size": ("ImageScale", [1, 1], {"upscale_method": "lanczos", "width": 512, "height": 512, "crop": "center"},
              "Resize to 512x512"),
-    "ckpt": ("CheckpointLoaderSimple", [20, 560], {"ckpt_name": CKPT}, "SD1.5 checkpoint"),
-    "encode": ("VAEEncode", [660, 40], {}, None),
-    "src": ("CLIPTextEncode", [340, 560], {"text": SOURCE}, "Source prompt (what the clip shows)"),
-    "edit": ("CLIPTextEncode", [340, 780], {"text": EDIT}, "Edit prompt"),
-    "empty": ("CLIPTextEncode", [340, 1000], {"text": ""}, "Empty prompt (inversion, negative)"),
+    "ckpt": ("CheckpointLoaderSimple", [0, 2], {"ckpt_name": CKPT}, "SD1.5 checkpoint"),
+    "encode": ("VAEEncode", [2, 0], {}, None),
+    "src": ("CLIPTextEncode", [1, 2], {"text": SOURCE}, "Source prompt (what the clip shows)"),
+    "edit": ("CLIPTextEncode", [1, 3], {"text": EDIT}, "Edit prompt"),
+    "empty": ("CLIPTextEncode", [1, 4], {"text": ""}, "Empty prompt (inversion, negative)"),
 }
 CLIP_LINKS = [
     ("video", 0, "parts", "video"), ("parts", 0, "pick", "image"), ("pick", 0, "size", "image"),
@@ -39,19 +39,19 @@ CLIP_LINKS = [
     ("ckpt", 1, "src", "clip"), ("ckpt", 1, "edit", "clip"), ("ckpt", 1, "empty", "clip"),
 ]
 TUNE = {
-    "patch": ("VRWKVPatchModel", [660, 300], {"placement": "skip+mid", "resolution": "all"}, None),
-    "tune": ("VRWKVTuneOnVideo", [1000, 40], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
+    "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
+    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
                                                "control_after_generate": "fixed", "trainable": "vrwkv",
                                                "gradient_checkpointing": True, "training_dtype": "auto",
                                                "save_name": NAME, "note": SOURCE}, None),
-    "curve": ("PreviewImage", [1000, 520], {}, "Loss curve"),
+    "curve": ("PreviewImage", [3, 1], {}, "Loss curve"),
 }
 TUNE_LINKS = [("ckpt", 0, "patch", "model"), ("patch", 0, "tune", "model"), ("encode", 0, "tune", "latent"),
               ("src", 0, "tune", "conditioning"), ("tune", 1, "curve", "images")]
 OUTPUT = {
-    "decode": ("VAEDecode", [1760, 40], {}, None),
-    "mkvideo": ("CreateVideo", [1760, 160], {"fps": 8.0}, None),
-    "save": ("SaveVideo", [1760, 330], {"filename_prefix": "video/vrwkv_edit", "format": "auto", "codec": "auto"},
+    "decode": ("VAEDecode", [5, 0], {}, None),
+    "mkvideo": ("CreateVideo", [5, 1], {"fps": 8.0}, None),
+    "save": ("SaveVideo", [5, 2], {"filename_prefix": "video/vrwkv_edit", "format": "auto", "codec": "auto"},
              None),
 }
 OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "mkvideo", "images"), ("parts", 2, "mkvideo", "fps"),
@@ -59,13 +59,13 @@ OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "mkvideo", "images")
 
 
 def inversion(model_key, mode):
-    return {"invert": ("VRWKVDDIMInversion", [1380, 40], {"steps": 50, "cfg": 1.0, "refine": 0, "mode": mode,
+    return {"invert": ("VRWKVDDIMInversion", [4, 0], {"steps": 50, "cfg": 1.0, "refine": 0, "mode": mode,
                                                           "save_name": NAME}, None)}, \
            [(model_key, 0, "invert", "model"), ("encode", 0, "invert", "latent"), ("empty", 0, "invert", "positive")]
 
 
 def ksampler(model_key):
-    return {"sample": ("VRWKVKSampler", [1380, 420], {"seed": 0, "control_after_generate": "fixed", "steps": 50,
+    return {"sample": ("VRWKVKSampler", [4, 1], {"seed": 0, "control_after_generate": "fixed", "steps": 50,
                                                       "cfg": 12.5, "denoise": 1.0, "eta": 0.0}, "KSampler (DDIM) edit")}, \
            [(model_key, 0, "sample", "model"), ("edit", 0, "sample", "positive"), ("empty", 0, "sample", "negative"),
             ("encode", 0, "sample", "latent_image"), ("invert", 0, "sample", "inverted_latent"),
@@ -105,10 +105,10 @@ conditioning) composes the same way."""
 
 def custom_sampling():
     nodes = {
-        "guider": ("CFGGuider", [1380, 420], {"cfg": 12.5}, None),
-        "noise": ("DisableNoise", [1380, 640], {}, None),
-        "sampler": ("VRWKVSamplerDDIM", [1380, 740], {"eta": 0.0}, None),
-        "custom": ("SamplerCustomAdvanced", [1700, 420], {}, None),
+        "guider": ("CFGGuider", [4, 1], {"cfg": 12.5}, None),
+        "noise": ("DisableNoise", [4, 2], {}, None),
+        "sampler": ("VRWKVSamplerDDIM", [4, 3], {"eta": 0.0}, None),
+        "custom": ("SamplerCustomAdvanced", [5, 0], {}, None),
     }
     links = [("tune", 0, "guider", "model"), ("edit", 0, "guider", "positive"), ("empty", 0, "guider", "negative"),
              ("noise", 0, "custom", "noise"), ("guider", 0, "custom", "guider"), ("sampler", 0, "custom", "sampler"),
@@ -123,7 +123,7 @@ def workflows():
     edit = ({**CLIP_IN, **TUNE, **inv_nodes, **ks_nodes, **OUTPUT},
             CLIP_LINKS + TUNE_LINKS + inv_links + ks_links + OUTPUT_LINKS, NOTE_EDIT)
 
-    load = {"load": ("VRWKVLoadWeights", [660, 300], {"weights": f"{NAME}.safetensors"}, None)}
+    load = {"load": ("VRWKVLoadWeights", [2, 1], {"weights": f"{NAME}.safetensors"}, None)}
     inv_nodes, inv_links = inversion("load", "load saved")
     ks_nodes, ks_links = ksampler("load")
     reedit = ({**CLIP_IN, **load, **inv_nodes, **ks_nodes, **OUTPUT},
@@ -131,8 +131,7 @@ def workflows():
 
     inv_nodes, inv_links = inversion("tune", "invert")
     cs_nodes, cs_links = custom_sampling()
-    output = {**OUTPUT, "decode": ("VAEDecode", [2020, 40], {}, None), "mkvideo": ("CreateVideo", [2020, 160], {"fps": 8.0}, None),
-              "save": ("SaveVideo", [2020, 330], OUTPUT["save"][2], None)}
+    output = {key: (node[0], [6, node[1][1]], *node[2:]) for key, node in OUTPUT.items()}
     custom = ({**CLIP_IN, **TUNE, **inv_nodes, **cs_nodes, **output},
               CLIP_LINKS + TUNE_LINKS + inv_links + cs_links + OUTPUT_LINKS, NOTE_CUSTOM)
     return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom}
@@ -143,10 +142,10 @@ const [nodes, links, note] = arguments;
 const g = app.graph;
 g.clear();
 const made = {};
-for (const [key, [type, pos, widgets, title]] of Object.entries(nodes)) {
+for (const [key, [type, cell, widgets, title]] of Object.entries(nodes)) {
   const n = LiteGraph.createNode(type);
   if (!n) throw new Error("unknown node type " + type);
-  n.pos = pos;
+  n.cell = cell;
   if (title) n.title = title;
   g.add(n);
   for (const [name, value] of Object.entries(widgets)) {
@@ -162,24 +161,63 @@ for (const [src, slot, dst, input] of links) {
   if (i < 0) throw new Error(d.type + " has no input " + input);
   if (!s.connect(slot, d, i)) throw new Error("cannot connect " + src + " -> " + dst + "." + input);
 }
+// columns left to right, nodes stacked in row order, prompts wide enough to read
+const GAP = 50, TITLE = LiteGraph.NODE_TITLE_HEIGHT;
+const nodesIn = Object.values(made);
+for (const n of nodesIn) {
+  const [w, h] = n.computeSize();
+  n.size = n.type === "CLIPTextEncode" ? [420, 150] : [Math.max(w, 300), h];
+}
+let x = 0;
+const columns = Math.max(...nodesIn.map(n => n.cell[0])) + 1;
+for (let c = 0; c < columns; c++) {
+  const col = nodesIn.filter(n => n.cell[0] === c).sort((a, b) => a.cell[1] - b.cell[1]);
+  let y = 0;
+  for (const n of col) { n.pos = [x, y + TITLE]; y += n.size[1] + TITLE + GAP; }
+  x += Math.max(...col.map(n => n.size[0])) + GAP;
+}
+const height = Math.max(...nodesIn.map(n => n.pos[1] + n.size[1]));
 const m = LiteGraph.createNode("MarkdownNote");
-m.pos = [20, 1220]; m.size = [900, 330];
+m.pos = [0, height + GAP + TITLE]; m.size = [Math.min(x - GAP, 1100), 250];
 m.widgets[0].value = note;
 g.add(m);
-for (const n of g._nodes) if (n.computeSize && n.type !== "MarkdownNote") n.size = n.computeSize();
+for (const n of nodesIn) delete n.cell;
 g.setDirtyCanvas(true, true);
+"""
+
+
+WIDGETS_JS = """
+return Object.fromEntries(arguments[0].map(t => [t, (LiteGraph.createNode(t).widgets || []).map(w => w.name)]));
 """
 
 
 def main():
     out_dir = ROOT / "workflows"
     out_dir.mkdir(exist_ok=True)
+    types = set()
     with ComfyServer(checkpoints=()) as server, ComfyPage(server.url) as page:
         for name, (nodes, links, note) in workflows().items():
             page.driver.execute_script(BUILD_JS, nodes, links, note)
+            graph = page.serialize()
+            types |= {n["type"] for n in graph["nodes"]}
             path = out_dir / f"{name}.json"
-            path.write_text(json.dumps(page.serialize(), indent=2) + "\n")
+            path.write_text(json.dumps(graph, indent=2) + "\n")
             print("wrote", path.relative_to(ROOT))
+        # widget names per node type, as this frontend makes them: the unit tier checks the
+        # workflows' widget values against it (no ComfyUI there)
+        widgets = page.driver.execute_script(WIDGETS_JS, sorted(types))
+        version = page_version(server)
+    path = ROOT / "tests" / "data" / "node_widgets.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"made_with": version, "widgets": widgets}, indent=1, sort_keys=True) + "\n")
+    print("wrote", path.relative_to(ROOT))
+
+
+def page_version(server) -> str:
+    import urllib.request
+    with urllib.request.urlopen(server.url + "/system_stats") as r:
+        stats = json.loads(r.read())["system"]
+    return f"ComfyUI {stats.get('comfyui_version')}, frontend {stats.get('required_frontend_version', '?')}"
 
 
 if __name__ == "__main__":

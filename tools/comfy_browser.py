@@ -18,7 +18,7 @@ CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-qu
 
 
 class ComfyPage:
-    def __init__(self, url: str, size=(1800, 1000)):
+    def __init__(self, url: str, size=(2400, 1350)):
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
         for flag in CHROME_FLAGS:
@@ -80,9 +80,17 @@ class ComfyPage:
         return self.driver.execute_script(
             "return app.graph._nodes.filter(n => n.has_errors || n.type === undefined).map(n => n.type + ' ' + n.id)")
 
-    def fit_view(self) -> None:
-        self.driver.execute_script("app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true);"
-                                   "if (app.canvas.zoomToFit) app.canvas.zoomToFit(); else app.canvas.fitViewToSelectionAnimated?.();")
+    def fit_view(self, margin: int = 40) -> None:
+        """Scales and scrolls the canvas so the whole graph shows (as large as fits)."""
+        self.driver.execute_script("""
+            const nodes = app.graph._nodes, c = app.canvas.canvas, m = arguments[0];
+            const x0 = Math.min(...nodes.map(n => n.pos[0])), y0 = Math.min(...nodes.map(n => n.pos[1] - 30));
+            const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
+            const ratio = window.devicePixelRatio || 1;
+            const s = Math.min((c.width / ratio - 2 * m) / (x1 - x0), (c.height / ratio - 2 * m) / (y1 - y0));
+            app.canvas.ds.scale = s;
+            app.canvas.ds.offset = [m / s - x0, m / s - y0 + 60 / s];
+            app.graph.setDirtyCanvas(true, true);""", margin)
         time.sleep(1)
 
     def screenshot(self, path) -> None:

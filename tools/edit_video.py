@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from comfy_server import CLIP_NAME, ComfyServer, comfyui_path, video_info
-from workflow_api import set_inputs, ui_to_api
+from workflow_api import point_at, set_inputs, ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "workflows" / "vrwkv_edit_video.json"
@@ -41,7 +41,6 @@ def main(argv=None):
     if comfyui_path() is None:
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout")
     demo = args.ckpt is None
-    pick = lambda value, key: value if value is not None else (DEMO[key] if demo else None)  # noqa: E731
 
     files, ckpt_name, video_name = {}, "sd15_random_shallow.safetensors", CLIP_NAME
     if args.ckpt:
@@ -50,27 +49,15 @@ def main(argv=None):
     if args.video:
         video_name = args.video.name
         files[f"input/{video_name}"] = args.video
-    overrides = {
-        "CheckpointLoaderSimple": {"ckpt_name": ckpt_name},
-        "LoadVideo": {"file": video_name},
-        "Source prompt (what the clip shows)": {"text": args.source},
-        "VRWKVTuneOnVideo": {"note": args.source, "save_name": "edit_video_main"},
-        "Edit prompt": {"text": args.edit},
-        "VRWKVDDIMInversion": {"mode": "invert"},
-    }
-    if pick(args.frames, "frames"):
-        overrides["ImageFromBatch"] = {"length": pick(args.frames, "frames")}
-    if pick(args.size, "size"):
-        overrides["ImageScale"] = {"width": pick(args.size, "size"), "height": pick(args.size, "size")}
-    if pick(args.tune_steps, "tune_steps"):
-        overrides["VRWKVTuneOnVideo"]["steps"] = pick(args.tune_steps, "tune_steps")
-    if pick(args.ddim_steps, "ddim_steps"):
-        overrides["VRWKVDDIMInversion"]["steps"] = pick(args.ddim_steps, "ddim_steps")
-        overrides["VRWKVKSampler"] = {"steps": pick(args.ddim_steps, "ddim_steps")}
+    shrink = {key: getattr(args, key) if getattr(args, key) is not None else (DEMO[key] if demo else None)
+              for key in DEMO}
 
     with ComfyServer(checkpoints=("shallow",) if demo else (), files=files, cpu=not args.gpu) as server:
         graph = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
-        set_inputs(graph, overrides)
+        point_at(graph, ckpt_name, video_name, **shrink)
+        set_inputs(graph, {"Source prompt (what the clip shows)": {"text": args.source}, "Edit prompt": {"text": args.edit},
+                           "VRWKVTuneOnVideo": {"note": args.source, "save_name": ""},
+                           "VRWKVDDIMInversion": {"mode": "invert"}})
         print(f"running {WORKFLOW.name} on {video_name} with {ckpt_name} ...", flush=True)
         server.run(graph, timeout=24 * 3600)
         videos = sorted((server.output_dir / "video").glob("vrwkv_edit*"))

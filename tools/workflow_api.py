@@ -48,11 +48,27 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return api
 
 
-def set_inputs(api: dict, overrides: dict) -> None:
-    """overrides: {node type or title: {input: value}}; every key must match some node."""
+def set_inputs(api: dict, overrides: dict, strict: bool = True) -> None:
+    """overrides: {node type or title: {input: value}}; with strict, every key must match a node."""
     for key, values in overrides.items():
         nodes = [n for n in api.values() if key in (n["class_type"], n["_meta"]["title"])]
-        if not nodes:
+        if strict and not nodes:
             raise KeyError(f"no node {key!r} in the workflow")
         for node in nodes:
             node["inputs"].update(values)
+
+
+def point_at(api: dict, ckpt: str, video: str, frames: int | None = None, size: int | None = None,
+             tune_steps: int | None = None, ddim_steps: int | None = None) -> None:
+    """Points an example workflow at a checkpoint and clip, optionally shrinking it (fewer
+    frames, smaller frames, fewer steps) for a quick run."""
+    overrides = {"CheckpointLoaderSimple": {"ckpt_name": ckpt}, "LoadVideo": {"file": video}}
+    if frames:
+        overrides["ImageFromBatch"] = {"length": frames}
+    if size:
+        overrides["ImageScale"] = {"width": size, "height": size}
+    if tune_steps:
+        overrides["VRWKVTuneOnVideo"] = {"steps": tune_steps}
+    if ddim_steps:
+        overrides["VRWKVDDIMInversion"] = overrides["VRWKVKSampler"] = {"steps": ddim_steps}
+    set_inputs(api, overrides, strict=False)

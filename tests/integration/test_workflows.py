@@ -1,0 +1,30 @@
+"""End to end: every example workflow, converted to the API form and queued over HTTP on
+the random SD1.5 checkpoint and the generated 8-frame 64x64 clip with small step counts,
+writes a video with the clip's frame count and size. The re-edit workflow runs on the
+weights and inversion the first one saved."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import CHECKPOINTS, CLIP_NAME, video_info
+from workflow_api import point_at, ui_to_api
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+ORDER = ("vrwkv_edit_video", "vrwkv_reedit_saved_weights", "vrwkv_edit_sampler_custom")
+
+
+def test_every_workflow_is_covered():
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(ORDER)
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_workflow_writes_the_edited_video(name, comfy_server):
+    graph = ui_to_api(json.loads((WORKFLOWS / f"{name}.json").read_text()), comfy_server.object_info())
+    point_at(graph, CHECKPOINTS["shallow"], CLIP_NAME, frames=8, size=64, tune_steps=3, ddim_steps=5)
+    before = set((comfy_server.output_dir / "video").glob("*"))
+    comfy_server.run(graph, timeout=1800)
+    new = sorted(set((comfy_server.output_dir / "video").glob("*")) - before)
+    assert len(new) == 1, new
+    assert video_info(new[0]) == {"frames": 8, "width": 64, "height": 64}
