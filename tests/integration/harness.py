@@ -1,7 +1,7 @@
 """The integration tier's helpers: the server tools (tools/comfy_server.py) and API-format
 graph pieces shared by the tests."""
 
-from comfy_server import (CHECKPOINTS, CLIP_NAME, ComfyServer, cached_checkpoint, comfyui_path,  # noqa: F401
+from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_ROOT, ComfyServer, cached_checkpoint, comfyui_path,  # noqa: F401
                           make_test_clip, pack_import_errors, read_latent, video_info)
 
 
