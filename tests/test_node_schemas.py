@@ -8,7 +8,8 @@ import pytest
 import vrwkv_editor
 from vrwkv_editor.nodes.common import require_sd15
 
-CONTRACT_IDS = {"VRWKVPatchModel", "VRWKVSaveWeights", "VRWKVLoadWeights", "VRWKVTuneOnVideo"}
+CONTRACT_IDS = {"VRWKVPatchModel", "VRWKVTuneOnVideo", "VRWKVDDIMInversion", "VRWKVKSampler", "VRWKVSamplerDDIM",
+                "VRWKVSaveWeights", "VRWKVLoadWeights"}
 NODES = sorted(vrwkv_editor.NODE_CLASS_MAPPINGS.items())
 
 
