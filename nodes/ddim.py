@@ -11,7 +11,8 @@ import os
 from ..vrwkv.ddim import ddim_sigmas
 from ..vrwkv.inversion import (LATENT_KEY, Inversion, check_saved, check_sigmas_match, inversion_of,
                                inversion_path, load_inversion, save_inversion)
-from .comfy_helpers import check_conditioning_batch, ddim_sampler, run_ddim, sigma_table
+from .common import check_conditioning_batch
+from .sampling import ddim_sampler, run_ddim, sigma_table
 
 CATEGORY = "VRWKV-Editor/sampling"
 INVERSION_FOLDER = "vrwkv_inversions"

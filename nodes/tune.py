@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
-from .common import CATEGORY, log, require_patch
+from .common import CATEGORY, check_conditioning_batch, log, require_patch
 from .plots import as_image_tensor, loss_curve
 from .weights import save_patch
 
@@ -78,13 +78,6 @@ def without_inference_tensors(module: torch.nn.Module) -> None:
             for name, t in table.items():
                 if t is not None and t.is_inference():
                     table[name] = torch.nn.Parameter(t.clone(), requires_grad=False) if name in m._parameters else t.clone()
-
-
-def check_conditioning(conditioning, frames: int) -> None:
-    for c in conditioning:
-        if c[0].shape[0] not in (1, frames):
-            raise ValueError(f"{NODE}: the source prompt's conditioning has a batch of {c[0].shape[0]} but the clip "
-                             f"has {frames} frames; use one prompt for all frames (a single CLIP Text Encode)")
 
 
 class TuneSampler:
@@ -179,7 +172,7 @@ class VRWKVTuneOnVideo:
             raise ValueError(f"{NODE}: expected SD1.5 latents of shape (frames, 4, h, w) from VAE Encode, got "
                              f"{tuple(samples.shape)}; encode the frames with the SD1.5 checkpoint's VAE")
         frames = samples.shape[0]
-        check_conditioning(conditioning, frames)
+        check_conditioning_batch(conditioning, frames, "source prompt")
         device = comfy.model_management.get_torch_device()
         dtype = resolve_dtype(training_dtype, device)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vrwkv_editor.nodes import ddim
-from vrwkv_editor.nodes.comfy_helpers import check_conditioning_batch
+from vrwkv_editor.nodes.common import check_conditioning_batch
 
 
 def test_ksampler_has_core_ksampler_inputs_and_tune_a_video_defaults():

@@ -1,14 +1,5 @@
-"""Small helpers over ComfyUI's public API for the nodes (ComfyUI imported inside functions)."""
-
-
-def check_conditioning_batch(conditioning, frames: int, name: str) -> None:
-    """ValueError unless every prompt tensor in `conditioning` has batch 1 or `frames`
-    (ComfyUI would silently repeat or cut any other batch to the number of frames)."""
-    for tensor, _ in conditioning:
-        if tensor.shape[0] not in (1, frames):
-            raise ValueError(f"the {name} conditioning has a batch of {tensor.shape[0]} prompts but the "
-                             f"latent has {frames} frames: give one prompt for all frames (batch 1) or "
-                             f"exactly one per frame (batch {frames}).")
+"""DDIM through ComfyUI's public sampling API, for the DDIM nodes (ComfyUI imported inside
+functions)."""
 
 
 def sigma_table(model):
