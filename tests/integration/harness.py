@@ -85,6 +85,31 @@ def read_latent(server: "ComfyServer", prefix: str):
         return f.get_tensor("latent_tensor")
 
 
+# ---------------------------------------------------------------- API-format graph pieces
+
+def clip_graph(depth: str = "shallow", prompt: str = "a man skiing") -> dict:
+    """API-format nodes: checkpoint "ckpt", prompts "pos" and (empty) "neg", the test clip
+    encoded to 8 latents "latent"."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINTS[depth]}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "video": {"class_type": "LoadVideo", "inputs": {"file": CLIP_NAME}},
+        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
+        "latent": {"class_type": "VAEEncode", "inputs": {"pixels": ["frames", 0], "vae": ["ckpt", 2]}},
+    }
+
+
+def sample_and_save(graph: dict, key: str, model: list, prefix: str, steps: int = 3) -> None:
+    """Adds a KSampler on clip_graph's latent (seed 7, euler, cfg 5, denoise 0.7) and a
+    SaveLatent writing latents/<prefix>."""
+    graph[f"ks_{key}"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 7, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 0.7}}
+    graph[f"save_{key}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"ks_{key}", 0],
+                                                                   "filename_prefix": f"latents/{prefix}"}}
+
+
 def pack_import_errors(log_text: str) -> list[str]:
     """Log lines saying that this pack failed to import."""
     name = PACK_ROOT.name

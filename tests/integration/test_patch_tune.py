@@ -8,30 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness import CHECKPOINTS, CLIP_NAME, read_latent as latent
+from harness import clip_graph, read_latent as latent, sample_and_save
 
-CKPT = CHECKPOINTS["shallow"]
 OUR_NODES = ("VRWKVPatchModel", "VRWKVTuneOnVideo", "VRWKVSaveWeights", "VRWKVLoadWeights")
-
-
-def clip_graph():
-    """API-format nodes: checkpoint, prompts, the test clip encoded to 8 latents."""
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a man skiing", "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
-        "video": {"class_type": "LoadVideo", "inputs": {"file": CLIP_NAME}},
-        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
-        "latent": {"class_type": "VAEEncode", "inputs": {"pixels": ["frames", 0], "vae": ["ckpt", 2]}},
-    }
-
-
-def sample_and_save(graph, key, model, prefix, steps=3):
-    graph[f"ks_{key}"] = {"class_type": "KSampler", "inputs": {
-        "model": model, "seed": 7, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 0.7}}
-    graph[f"save_{key}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"ks_{key}", 0],
-                                                                   "filename_prefix": f"latents/{prefix}"}}
 
 
 def tune_node(model, steps, save_name="", trainable="vrwkv"):
