@@ -9,22 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness import CHECKPOINTS, CLIP_NAME, read_latent
+from harness import clip_graph, read_latent
 
 DDIM_NODES = ("VRWKVSamplerDDIM", "VRWKVKSampler", "VRWKVDDIMInversion")
 STEPS, REFINE = 20, 8
 MODEL = ["ckpt", 0]
-
-
-def clip_graph():
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINTS["shallow"]}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a man skiing", "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
-        "video": {"class_type": "LoadVideo", "inputs": {"file": CLIP_NAME}},
-        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
-        "latent": {"class_type": "VAEEncode", "inputs": {"pixels": ["frames", 0], "vae": ["ckpt", 2]}},
-    }
 
 
 def inversion(steps=STEPS, refine=0, mode="invert", save_name="unused"):
