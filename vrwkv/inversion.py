@@ -10,12 +10,12 @@ core nodes that rebuild the dict (SaveLatent/LoadLatent) drop it, so files go th
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from .files import save_safetensors_atomic
 
 LATENT_KEY = "vrwkv_ddim_inversion"
 FILE_FORMAT = "vrwkv-ddim-inversion/1"
@@ -103,19 +103,9 @@ def inversion_path(folder: str, name: str) -> str:
 
 def save_inversion(path: str, inverted: torch.Tensor, source: torch.Tensor, info: Inversion) -> None:
     """Writes the inverted latent and its source latent atomically (temp file + rename)."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tensors = {"inverted": inverted.detach().float().cpu().contiguous(), "source": source.detach().float().cpu().contiguous()}
     metadata = {"format": FILE_FORMAT, "inversion": json.dumps(info.to_dict()),
                 "shape": json.dumps(list(inverted.shape))}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_safetensors_atomic({"inverted": inverted.float(), "source": source.float()}, path, metadata)
 
 
 def load_inversion(path: str) -> tuple:

@@ -4,18 +4,16 @@ Tensors: `vrwkv.<block param>` for the VRWKV blocks and `base.<UNet key>` for tu
 weights, stored as differences from the weights they were tuned from (so a file applies to
 the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
 `format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record).
-Files are written atomically (temp file + rename) and never unpickled.
+Files are written atomically (vrwkv/files.py) and never unpickled.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .files import save_safetensors_atomic
 from .version import VERSION
 
 FORMAT = "vrwkv-editor-weights/1"
@@ -36,20 +34,11 @@ def save_weights(path: str | Path, blocks_state: dict, spec: dict, base_deltas: 
     path = Path(path)
     if path.suffix != EXTENSION:
         path = path.with_name(path.name + EXTENSION)
-    tensors = {f"vrwkv.{k}": v.detach().contiguous().cpu() for k, v in blocks_state.items()}
-    tensors.update({f"base.{k}": v.detach().contiguous().cpu() for k, v in (base_deltas or {}).items()})
+    tensors = {f"vrwkv.{k}": v for k, v in blocks_state.items()}
+    tensors.update({f"base.{k}": v for k, v in (base_deltas or {}).items()})
     metadata = {"format": FORMAT, "pack_version": VERSION, "layout": json.dumps(spec, sort_keys=True),
                 "info": json.dumps(info or {}, sort_keys=True, default=str)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors_atomic(tensors, path, metadata)
 
 
 def load_weights(path: str | Path):
