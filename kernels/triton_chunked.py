@@ -144,22 +144,31 @@ def _with_carries(pa, pb, pm, fa, fb, fm, carry_ptr, plane, cidx, cmask, w,
     return pa, pb, pm, fa, fb, fm
 
 
-@triton.jit(do_not_specialize=["L", "NT"])
-def _chunk_summary_kernel(p0, p1, p2, w_ptr, sum_ptr, L, C, NT,
-                          MODE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+@triton.jit
+def _chunk_tile(L, C, NT, BT: tl.constexpr, BC: tl.constexpr):
+    """This program's chunk: first token, channels and their mask, the token mask, the
+    tile's base and offsets in (B, L, C), and its plane size and index in (6, B, NT, C)."""
     i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    r = tl.arange(0, BT)
-    rows = i_t * BT + r
+    start = i_t * BT
+    rows = start + tl.arange(0, BT)
     cols = i_c * BC + tl.arange(0, BC)
     cmask = cols < C
     mask = (rows < L)[:, None] & cmask[None, :]
     base = i_b.to(tl.int64) * L * C
-    key, al, be = _load_keyed(p0, p1, p2, base + rows[:, None] * C + cols[None, :], mask, MODE)
-    w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
-    pos = tl.broadcast_to(r[:, None].to(tl.float32), (BT, BC))
-    wt = tl.broadcast_to(w[None, :], (BT, BC))
+    offs = base + rows[:, None] * C + cols[None, :]
     plane = tl.num_programs(2).to(tl.int64) * NT * C
     cidx = (i_b.to(tl.int64) * NT + i_t) * C + cols
+    return start, cols, cmask, mask, base, offs, plane, cidx
+
+
+@triton.jit(do_not_specialize=["L", "NT"])
+def _chunk_summary_kernel(p0, p1, p2, w_ptr, sum_ptr, L, C, NT,
+                          MODE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    start, cols, cmask, mask, base, offs, plane, cidx = _chunk_tile(L, C, NT, BT, BC)
+    key, al, be = _load_keyed(p0, p1, p2, offs, mask, MODE)
+    w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
+    pos = tl.broadcast_to(tl.arange(0, BT)[:, None].to(tl.float32), (BT, BC))
+    wt = tl.broadcast_to(w[None, :], (BT, BC))
     a, b, m = _summarise(key, al, be, pos, wt, False)     # decayed to the chunk's last token
     tl.store(sum_ptr + cidx, a, mask=cmask)
     tl.store(sum_ptr + plane + cidx, b, mask=cmask)
@@ -224,19 +233,10 @@ def _chunk_carry_kernel(sum_ptr, w_ptr, C, NT, chunk_len,
 @triton.jit(do_not_specialize=["L", "NT"])
 def _fwd_output_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lden_ptr, L, C, NT,
                        BT: tl.constexpr, BC: tl.constexpr):
-    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    start = i_t * BT
-    rows = start + tl.arange(0, BT)
-    cols = i_c * BC + tl.arange(0, BC)
-    cmask = cols < C
-    mask = (rows < L)[:, None] & cmask[None, :]
-    base = i_b.to(tl.int64) * L * C
-    offs = base + rows[:, None] * C + cols[None, :]
+    start, cols, cmask, mask, base, offs, plane, cidx = _chunk_tile(L, C, NT, BT, BC)
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
     u = tl.load(u_ptr + cols, mask=cmask, other=0.0)
     pa, pb, pm, fa, fb, fm = _chunk_sums(k_ptr, v_ptr, v_ptr, base, w, start, L, C, cols, cmask, 0, BT, BC)
-    plane = tl.num_programs(2).to(tl.int64) * NT * C
-    cidx = (i_b.to(tl.int64) * NT + i_t) * C + cols
     pa, pb, pm, fa, fb, fm = _with_carries(pa, pb, pm, fa, fb, fm, carry_ptr, plane, cidx, cmask, w, BT)
     k = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -253,18 +253,9 @@ def _fwd_output_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lden_ptr, L
 def _bwd_output_kernel(k_ptr, v_ptr, y_ptr, lden_ptr, g_ptr, w_ptr, u_ptr, fcarry_ptr, bcarry_ptr,
                        gk_ptr, gv_ptr, gw_part_ptr, gu_part_ptr, L, C, NT,
                        BT: tl.constexpr, BC: tl.constexpr):
-    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    start = i_t * BT
-    rows = start + tl.arange(0, BT)
-    cols = i_c * BC + tl.arange(0, BC)
-    cmask = cols < C
-    mask = (rows < L)[:, None] & cmask[None, :]
-    base = i_b.to(tl.int64) * L * C
-    offs = base + rows[:, None] * C + cols[None, :]
+    start, cols, cmask, mask, base, offs, plane, cidx = _chunk_tile(L, C, NT, BT, BC)
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
     u = tl.load(u_ptr + cols, mask=cmask, other=0.0)
-    plane = tl.num_programs(2).to(tl.int64) * NT * C
-    cidx = (i_b.to(tl.int64) * NT + i_t) * C + cols
     # forward sums P (past) and F (future), recomputed from the saved carries
     pa, pb, pm, fa, fb, fm = _chunk_sums(k_ptr, v_ptr, v_ptr, base, w, start, L, C, cols, cmask, 0, BT, BC)
     pa, pb, pm, fa, fb, fm = _with_carries(pa, pb, pm, fa, fb, fm, fcarry_ptr, plane, cidx, cmask, w, BT)
