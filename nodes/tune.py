@@ -62,6 +62,17 @@ def checkpoint_patches(unet) -> dict:
             for name, m in unet.named_modules() if isinstance(m, (ResBlock, SpatialTransformer))}
 
 
+def show_on_node(node_id, text: str) -> None:
+    """Progress text under the node in the page (ComfyUI versions that support it)."""
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_progress_text(text, node_id)
+    except (ImportError, AttributeError):
+        pass
+
+
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice == "float32" or (choice == "auto" and device.type == "cpu"):
         return torch.float32
@@ -213,9 +224,11 @@ class VRWKVTuneOnVideo:
                 if report:
                     recent = losses[-every:]
                     now = time.perf_counter()
-                    log.info(f"VRWKV tuning: step {step}/{steps}, loss {sum(recent) / len(recent):.4f}, "
-                             f"{(now - clock[0]) / len(recent):.2f} s/step")
+                    status = (f"step {step}/{steps}, loss {sum(recent) / len(recent):.4f}, "
+                              f"{(now - clock[0]) / len(recent):.2f} s/step")
                     clock[0] = now
+                    log.info(f"VRWKV tuning: {status}")
+                    show_on_node(unique_id, status)
 
             sampler = TuneSampler(params, TuneSettings(steps=steps, lr=learning_rate, seed=seed), dtype, on_step)
             guider = comfy.samplers.CFGGuider(trainer)

@@ -26,6 +26,7 @@ def run_triton(w, u, k, v, gy):
     (2, 2, 5, 1.0),
     (3, 17, 33, 0.05),     # odd C, several channel blocks and chunks
     (1, 70, 3, 1.0),       # 9 chunks in 3 carry blocks, partial last chunk
+    (1, 257, 3, 0.2),      # 33 chunks in 9 carry blocks
     (2, 45, 2, -0.4),      # negative decay: weights grow with distance
 ], ids=str)
 def test_triton_matches_oracle(B, L, C, w_scale):
