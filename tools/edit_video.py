@@ -62,7 +62,8 @@ def main(argv=None):
         server.run(graph, timeout=24 * 3600)
         videos = sorted((server.output_dir / "video").glob("vrwkv_edit*"))
         args.out.mkdir(parents=True, exist_ok=True)
-        out = args.out / videos[-1].name
+        out = next(p for n in range(1, 100000)
+                   if not (p := args.out / f"vrwkv_edit_{n:05}{videos[-1].suffix}").exists())  # never overwrite
         shutil.copy(videos[-1], out)
     info = video_info(out)
     print(f"wrote {out}: {info['frames']} frames of {info['width']}x{info['height']}")
