@@ -74,11 +74,13 @@ def show_on_node(node_id, text: str) -> None:
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    if choice == "float32" or (choice == "auto" and device.type == "cpu"):
-        return torch.float32
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{NODE}: this GPU has no bfloat16; set training dtype to float32")
-    return torch.bfloat16
+    """auto: bfloat16 on GPUs that have it, float32 elsewhere."""
+    bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if choice == "auto":
+        return torch.bfloat16 if bf16_gpu else torch.float32
+    if choice == "bfloat16" and device.type == "cuda" and not bf16_gpu:
+        raise ValueError(f"{NODE}: this GPU has no bfloat16; set training_dtype to float32 (or auto)")
+    return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
 def without_inference_tensors(module: torch.nn.Module) -> None:
@@ -182,6 +184,9 @@ class VRWKVTuneOnVideo:
         if samples.ndim != 4 or samples.shape[1] != 4:
             raise ValueError(f"{NODE}: expected SD1.5 latents of shape (frames, 4, h, w) from VAE Encode, got "
                              f"{tuple(samples.shape)}; encode the frames with the SD1.5 checkpoint's VAE")
+        if not torch.count_nonzero(samples):
+            raise ValueError(f"{NODE}: the latent is all zeros (an empty latent?); connect the VAE Encode output "
+                             "of the clip's frames")
         frames = samples.shape[0]
         check_conditioning_batch(conditioning, frames, "source prompt")
         device = comfy.model_management.get_torch_device()

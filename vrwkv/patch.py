@@ -53,6 +53,7 @@ class VRWKVPatch:
         self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
 
     def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
+        self.to(h.device)          # no-op once loaded; covers offload modes that skip model_patches_to
         index = transformer_options["block"][1]
         frames = frames_per_video(h.shape[0], transformer_options)
         blocks = self.blocks.blocks
