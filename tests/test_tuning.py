@@ -142,3 +142,11 @@ def test_loss_curve_image():
     assert image.shape == (1, 256, 512, 3) and 0 <= image.min() and image.max() <= 1
     assert (image[0, 20:220, 40:500].std(dim=(0, 1)) > 0.02).any()      # something was drawn
     assert as_image_tensor(loss_curve([])).shape == (1, 256, 512, 3)
+
+
+def test_training_dtype_choice():
+    from vrwkv_editor.nodes.tune import resolve_dtype
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32          # bf16 autocast is slow on CPUs
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("float32", cpu) == torch.float32

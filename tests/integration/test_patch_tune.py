@@ -92,3 +92,14 @@ def test_cancel_keeps_and_saves_the_completed_steps(comfy_server):
     with safe_open(str(path), framework="pt") as f:
         info = json.loads(f.metadata()["info"])
     assert 10 <= info["steps_done"] < 250
+
+
+def test_tuning_on_an_empty_latent_says_what_to_connect(comfy_server):
+    graph = clip_graph()
+    graph["empty"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 8}}
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "mid", "resolution": "all"}}
+    graph["tune"] = tune_node(["patch", 0], steps=2)
+    graph["tune"]["inputs"]["latent"] = ["empty", 0]
+    with pytest.raises(RuntimeError, match="all zeros.*connect the VAE Encode output"):
+        comfy_server.run(graph, timeout=300)
