@@ -98,9 +98,9 @@ def main(argv=None):
             rows[(method, frames)] = json.loads(out.stdout.strip().splitlines()[-1])
             r = rows[(method, frames)]
             print(f"{method:20s} T={frames:3d}: {r['step_s']:.3f} s/step, peak {r['peak_bytes'] / 2**30:.2f} GiB", flush=True)
-    lines = [f"# Tuning cost, VRWKV vs temporal attention: {machine_name(device)}", "",
+    lines = [f"# Tuning cost, VRWKV vs temporal and joint attention: {machine_name(device)}", "",
              f"SD1.5 UNet ({args.depth}), random weights, latent {args.size}x{args.size} "
-             f"({args.size * 8}x{args.size * 8} px), placement skip+mid at all levels for both, gradient "
+             f"({args.size * 8}x{args.size * 8} px), placement skip+mid at all levels for all three, gradient "
              "checkpointing on, VRWKV Tune On Video's own loop. Peak memory is the whole process "
              "(UNet weights included).", "",
              "Added parameters: " + ", ".join(f"{m} {rows[(m, args.frames[0])]['params'] / 1e6:.1f} M" for m in METHODS)
