@@ -80,7 +80,7 @@ def video_info(path: Path) -> dict:
 def read_latent(server: "ComfyServer", prefix: str):
     """The newest latent SaveLatent wrote under output/latents/<prefix>_*."""
     from safetensors import safe_open
-    files = sorted((server.output_dir / "latents").glob(f"{prefix}_*.latent"))
+    files = sorted((server.output_dir / "latents").glob(f"{prefix}_{'[0-9]' * 5}_.latent"))  # not <prefix>_more_*
     if not files:
         raise FileNotFoundError(f"no latent saved as latents/{prefix}")
     with safe_open(str(files[-1]), framework="pt") as f:

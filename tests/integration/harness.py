@@ -18,11 +18,18 @@ def clip_graph(depth: str = "shallow", prompt: str = "a man skiing") -> dict:
     }
 
 
-def sample_and_save(graph: dict, key: str, model: list, prefix: str, steps: int = 3) -> None:
+def sample_and_save(graph: dict, key: str, model: list, prefix: str, steps: int = 3, after: str | None = None) -> None:
     """Adds a KSampler on clip_graph's latent (seed 7, euler, cfg 5, denoise 0.7) and a
-    SaveLatent writing latents/<prefix>."""
+    SaveLatent writing latents/<prefix>. With `after` (a node with a LATENT output) the
+    sampler runs after that node: ComfyUI shares the outputs of nodes with equal inputs, so
+    a second sampler identical to an earlier one would only replay the earlier result."""
+    latent = ["latent", 0]
+    if after is not None:       # latent + 0 * after's LATENT: the same values, a new dependency
+        graph[f"zero_{key}"] = {"class_type": "LatentMultiply", "inputs": {"samples": [after, 0], "multiplier": 0.0}}
+        graph[f"latent_{key}"] = {"class_type": "LatentAdd", "inputs": {"samples1": latent, "samples2": [f"zero_{key}", 0]}}
+        latent = [f"latent_{key}", 0]
     graph[f"ks_{key}"] = {"class_type": "KSampler", "inputs": {
         "model": model, "seed": 7, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 0.7}}
+        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": latent, "denoise": 0.7}}
     graph[f"save_{key}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"ks_{key}", 0],
                                                                    "filename_prefix": f"latents/{prefix}"}}

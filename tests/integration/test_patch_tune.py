@@ -54,7 +54,7 @@ def test_tune_sample_save_and_reload(comfy_server):
 
     graph["tune"] = tune_node(["patch", 0], steps=3, save_name="it_tuned")
     sample_and_save(graph, "tuned", ["tune", 0], "tune_tuned")
-    sample_and_save(graph, "after", ["patch", 0], "tune_after")
+    sample_and_save(graph, "after", ["patch", 0], "tune_after", after="ks_tuned")
     history = comfy_server.run(graph, timeout=900)
     before, after, tuned = (latent(comfy_server, p) for p in ("tune_before", "tune_after", "tune_tuned"))
     assert torch.equal(before, after)                  # the input MODEL is untouched
@@ -70,6 +70,41 @@ def test_tune_sample_save_and_reload(comfy_server):
     sample_and_save(graph, "reloaded", ["load", 0], "tune_reloaded")
     comfy_server.run(graph, timeout=900)
     assert torch.equal(latent(comfy_server, "tune_reloaded"), tuned)
+
+
+def test_tuning_query_projections_reaches_only_the_output_model(comfy_server):
+    """trainable vrwkv+attn_q: the tuned query projections go into the file as differences and
+    into the output MODEL as weight patches (a file without them samples differently); the
+    checkpoint's own MODEL samples afterwards exactly as before."""
+    from vrwkv_editor.vrwkv.weights import load_weights, save_weights
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
+    sample_and_save(graph, "q_before", ["ckpt", 0], "q_before")
+    comfy_server.run(graph, timeout=900)
+    graph["tune"] = tune_node(["patch", 0], steps=2, save_name="it_attn_q", trainable="vrwkv+attn_q")
+    sample_and_save(graph, "q_tuned", ["tune", 0], "q_tuned")
+    sample_and_save(graph, "q_after", ["ckpt", 0], "q_after", after="ks_q_tuned")
+    comfy_server.run(graph, timeout=900)
+    tuned = latent(comfy_server, "q_tuned")
+    assert torch.equal(latent(comfy_server, "q_before"), latent(comfy_server, "q_after"))
+
+    folder = comfy_server.base_dir / "models" / "vrwkv"
+    spec, blocks, base, info = load_weights(folder / "it_attn_q.safetensors")
+    assert info["trainable"] == "vrwkv+attn_q" and info["steps_done"] == 2
+    assert {k.rsplit(".", 2)[-2] for k in base} == {"to_q"}
+    assert any(".attn1." in k for k in base) and any(".attn2." in k for k in base)
+    assert all(d.abs().max() > 0 for d in base.values())
+    save_weights(folder / "it_attn_q_blocks_only.safetensors", blocks, spec, None, info)
+
+    graph = clip_graph()
+    for name in ("it_attn_q", "it_attn_q_blocks_only"):
+        graph[f"load_{name}"] = {"class_type": "VRWKVLoadWeights",
+                                 "inputs": {"model": ["ckpt", 0], "weights": f"{name}.safetensors"}}
+        sample_and_save(graph, name, [f"load_{name}", 0], name)
+    comfy_server.run(graph, timeout=900)
+    assert torch.equal(latent(comfy_server, "it_attn_q"), tuned)
+    assert not torch.allclose(latent(comfy_server, "it_attn_q_blocks_only"), tuned)
 
 
 def test_cancel_keeps_and_saves_the_completed_steps(comfy_server):
