@@ -4,11 +4,16 @@ the models/vrwkv folder. ComfyUI modules are imported inside the functions."""
 import logging
 import os
 
+import torch
+
 from ..vrwkv.patch import VRWKVPatch
 
 log = logging.getLogger("vrwkv_editor")
 CATEGORY = "VRWKV-Editor"
 FOLDER = "vrwkv"
+# What lowers the memory of every VRWKV node, wherever it runs out.
+MEMORY_KNOBS = ("set resolution to 'half and below' (or lower) in VRWKV Patch Model: the high-resolution "
+                "levels hold most tokens", "edit fewer frames, or smaller ones")
 SD15_UNET = {"context_dim": 768, "model_channels": 320, "in_channels": 4, "adm_in_channels": None}
 
 
@@ -69,3 +74,19 @@ def check_conditioning_batch(conditioning, frames: int, name: str) -> None:
             raise ValueError(f"the {name} conditioning has a batch of {tensor.shape[0]} prompts but the "
                              f"latent has {frames} frames: give one prompt for all frames (batch 1) or "
                              f"exactly one per frame (batch {frames}).")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError other backends (MPS) raise."""
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def out_of_memory(node: str, what: str, knobs) -> torch.OutOfMemoryError:
+    """The error to raise in place of an out-of-memory error: still an OutOfMemoryError,
+    so ComfyUI frees its models, with the settings that need less memory."""
+    return torch.OutOfMemoryError(f"{node} ran out of memory {what}. To need less: " + "; ".join(knobs) + ".")
+
+
+def frames_and_size(samples) -> str:
+    """'8 frames of 512x512' for a (frames, 4, h, w) latent batch."""
+    return f"{samples.shape[0]} frames of {samples.shape[3] * 8}x{samples.shape[2] * 8}"

@@ -111,7 +111,8 @@ class VRWKVKSampler:
             check_sigmas_match(inversion_of(inverted_latent, latent.shape), sigmas, steps, denoise)
             start = inverted_latent["samples"]
             noise = torch.zeros_like(start)
-        samples = run_ddim(model, noise, start, sigmas, positive, negative, cfg, eta, seed, noise_mask)
+        samples = run_ddim("VRWKV KSampler (DDIM)", model, noise, start, sigmas, positive, negative, cfg, eta, seed,
+                           noise_mask)
         out = {k: v for k, v in latent_image.items() if k != LATENT_KEY}
         out["samples"] = samples
         return (out,)
@@ -187,8 +188,8 @@ class VRWKVDDIMInversion:
             inverted, saved_source, info = load_inversion(path)
             check_saved(path, saved_source, info, source, steps, cfg, refine, sigmas)
         else:
-            inverted = run_ddim(model, torch.zeros_like(source), source, sigmas.flip(0), positive, negative,
-                                cfg, eta=0.0, seed=0, inversion_refine=refine)
+            inverted = run_ddim("VRWKV DDIM Inversion", model, torch.zeros_like(source), source, sigmas.flip(0),
+                                positive, negative, cfg, eta=0.0, seed=0, inversion_refine=refine)
             info = Inversion.of(inverted, steps, cfg, refine, sigmas)
             if path is not None:
                 save_inversion(path, inverted, source, info)

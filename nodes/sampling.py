@@ -1,6 +1,8 @@
 """DDIM through ComfyUI's public sampling API, for the DDIM nodes (ComfyUI imported inside
 functions)."""
 
+from .common import MEMORY_KNOBS, frames_and_size, is_out_of_memory, out_of_memory
+
 
 def sigma_table(model):
     """The model's timestep -> sigma table, after checking its latents are x0 + sigma * eps
@@ -25,16 +27,22 @@ def ddim_sampler(eta: float, inversion_refine: int = 0):
                                                               "inversion_refine": int(inversion_refine)})
 
 
-def run_ddim(model, noise, latent, sigmas, positive, negative, cfg: float, eta: float, seed: int, noise_mask=None,
-             inversion_refine: int = 0):
+def run_ddim(node: str, model, noise, latent, sigmas, positive, negative, cfg: float, eta: float, seed: int,
+             noise_mask=None, inversion_refine: int = 0):
     """comfy.sample.sample_custom with the pack's DDIM, ComfyUI's preview/progress callback
-    (which raises on interrupt) and its progress-bar setting; returns the LATENT samples."""
+    (which raises on interrupt) and its progress-bar setting; returns the LATENT samples.
+    Running out of memory names the settings that need less."""
     import comfy.sample
     import comfy.utils
     import latent_preview
 
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     sampler = ddim_sampler(eta, inversion_refine)
-    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
-                                      noise_mask=noise_mask, callback=callback,
-                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    try:
+        return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                          noise_mask=noise_mask, callback=callback,
+                                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise out_of_memory(node, f"on {frames_and_size(latent)}", MEMORY_KNOBS) from e
+        raise

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
-from .common import CATEGORY, check_conditioning_batch, log, require_patch
+from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
+                     out_of_memory, require_patch)
 from .plots import as_image_tensor, loss_curve
 from .weights import save_patch
 
@@ -81,6 +82,16 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice == "bfloat16" and device.type == "cuda" and not bf16_gpu:
         raise ValueError(f"{NODE}: this GPU has no bfloat16; set training_dtype to float32 (or auto)")
     return torch.bfloat16 if choice == "bfloat16" else torch.float32
+
+
+def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device):
+    """The settings that would lower tuning's memory, beginning with this node's own."""
+    knobs = [] if gradient_checkpointing else ["turn gradient_checkpointing on"]
+    if dtype == torch.float32 and device.type != "cpu":
+        knobs.append("set training_dtype to auto (bfloat16)")
+    if trainable != TRAINABLE[0]:
+        knobs.append(f"set trainable to {TRAINABLE[0]}")
+    return knobs + list(MEMORY_KNOBS)
 
 
 def without_inference_tensors(module: torch.nn.Module) -> None:
@@ -246,12 +257,16 @@ class VRWKVTuneOnVideo:
                               torch.tensor([1.0, 0.0]), seed=seed)
             except BaseException as e:
                 self._finish(tuned, patch, deltas, info, sampler.losses)
+                saved = ""
                 if save_name.strip() and sampler.losses:
                     path = save_patch(tuned, save_name, NODE)
-                    log.warning(f"VRWKV tuning stopped at step {len(sampler.losses)} ({type(e).__name__}); "
-                                f"the weights of the completed steps were saved to {path}")
+                    saved = f"; the weights of the {len(sampler.losses)} completed steps were saved to {path}"
+                    log.warning(f"VRWKV tuning stopped at step {len(sampler.losses)} ({type(e).__name__}){saved}")
                 if isinstance(e, NonFiniteLoss):
                     raise NonFiniteLoss(f"{NODE}: {e}") from None
+                if is_out_of_memory(e):
+                    raise out_of_memory(NODE, f"tuning on {frames_and_size(samples)}{saved}",
+                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device)) from e
                 raise
             finally:
                 patch.blocks.set_gradient_checkpointing(False)
