@@ -87,7 +87,7 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
 def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device):
     """The settings that would lower tuning's memory, beginning with this node's own."""
     knobs = [] if gradient_checkpointing else ["turn gradient_checkpointing on"]
-    if dtype == torch.float32 and device.type != "cpu":
+    if dtype == torch.float32 and resolve_dtype("auto", device) != torch.float32:
         knobs.append("set training_dtype to auto (bfloat16)")
     if trainable != TRAINABLE[0]:
         knobs.append(f"set trainable to {TRAINABLE[0]}")

@@ -27,11 +27,13 @@ def test_replacement_error_is_still_an_out_of_memory_error():
     assert str(e) == "Some Node ran out of memory on 24 frames of 512x512. To need less: knob one; knob two."
 
 
-def test_tuning_knobs_name_only_what_would_change():
+@pytest.mark.parametrize("gpu_has_bf16", [True, False])
+def test_tuning_knobs_name_only_what_would_change(monkeypatch, gpu_has_bf16):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_has_bf16)
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
     costly = tuning_memory_knobs(False, torch.float32, "vrwkv+attn_q", gpu)
-    assert costly == ["turn gradient_checkpointing on", "set training_dtype to auto (bfloat16)",
-                      "set trainable to vrwkv", *MEMORY_KNOBS]
+    bf16 = ["set training_dtype to auto (bfloat16)"] if gpu_has_bf16 else []
+    assert costly == ["turn gradient_checkpointing on", *bf16, "set trainable to vrwkv", *MEMORY_KNOBS]
     assert tuning_memory_knobs(True, torch.bfloat16, "vrwkv", gpu) == list(MEMORY_KNOBS)
     assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu) == list(MEMORY_KNOBS)
 
