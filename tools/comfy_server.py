@@ -78,9 +78,10 @@ def video_info(path: Path) -> dict:
 
 
 def read_latent(server: "ComfyServer", prefix: str):
-    """The newest latent SaveLatent wrote under output/latents/<prefix>_*."""
+    """The newest latent SaveLatent wrote as output/latents/<prefix>_NNNNN_.latent (never one
+    of a longer prefix that starts with this one)."""
     from safetensors import safe_open
-    files = sorted((server.output_dir / "latents").glob(f"{prefix}_{'[0-9]' * 5}_.latent"))  # not <prefix>_more_*
+    files = sorted((server.output_dir / "latents").glob(f"{prefix}_{'[0-9]' * 5}_.latent"))
     if not files:
         raise FileNotFoundError(f"no latent saved as latents/{prefix}")
     with safe_open(str(files[-1]), framework="pt") as f:
