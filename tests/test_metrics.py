@@ -55,6 +55,22 @@ def test_warp_error_near_zero_for_a_consistent_clip_large_when_shuffled_or_flick
     assert metrics.warp_error(flickering(clip))[0].min() > 0.08
 
 
+def test_warp_error_counts_only_pixels_whose_flow_passes_the_forward_backward_check(monkeypatch):
+    rng = np.random.default_rng(0)
+    first = rng.random((32, 32, 3), dtype=np.float32)
+    second = rng.random((32, 32, 3), dtype=np.float32)  # the right half: unrelated content
+    second[:, 2:16] = first[:, :14]  # the left half: frame 0 moved 2 px right
+    forward = np.zeros((32, 32, 2), np.float32)
+    forward[..., 0] = 2
+    backward = np.zeros((32, 32, 2), np.float32)
+    backward[:, :16, 0], backward[:, 16:, 0] = -2, 3  # back and forth: 0 px on the left, 5 px on the right
+    monkeypatch.setattr(metrics, "optical_flow", lambda a, b: forward if np.array_equal(a, first) else backward)
+    error, share = metrics.warp_error(np.stack([first, second]))
+    # Trusted: the left half (round trip 0), less its first 2 columns, whose flow leaves frame 0.
+    assert share[0] == pytest.approx(14 / 32)
+    assert error[0] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_flicker_near_zero_for_motion_large_for_a_colour_change():
     clip = moving_clip()
     assert metrics.flicker(clip).max() < 0.003

@@ -83,7 +83,8 @@ def _sample(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray
     map_x = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
     map_y = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
     sampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    # Half a pixel of slack: a border pixel whose flow points a hair outward still lands on itself.
+    inside = (map_x >= -0.5) & (map_x <= w - 0.5) & (map_y >= -0.5) & (map_y <= h - 0.5)
     return sampled, inside
 
 
