@@ -144,10 +144,12 @@ def test_track_error():
         metrics.track_error(a, b[:3])
 
 
-def test_package_imports_without_opencv():
+def test_package_imports_without_opencv_and_a_metric_says_what_to_install():
     tools = Path(__file__).resolve().parents[1] / "tools"
     code = (
         "import sys; sys.modules['cv2'] = None; sys.path.insert(0, sys.argv[1]);"
-        "from load_pack import load_pack; load_pack(); import vrwkv_editor.vrwkv.metrics"
+        "from load_pack import load_pack; load_pack(); from vrwkv_editor.vrwkv import metrics; import numpy as np;"
+        "metrics.warp_error(np.zeros((2, 8, 8, 3)))"
     )
-    subprocess.run([sys.executable, "-c", code, str(tools)], check=True)
+    run = subprocess.run([sys.executable, "-c", code, str(tools)], capture_output=True, text=True)
+    assert "ImportError: the video metrics need opencv-python: `pip install opencv-python`" in run.stderr, run.stderr

@@ -31,6 +31,15 @@ _FB_ABSOLUTE = 0.5
 Progress = Callable[[int, int], None]
 
 
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError("the video metrics need opencv-python: `pip install opencv-python` (or the pack's "
+                          "requirements.txt) in the Python that runs them, e.g. ComfyUI's") from e
+    return cv2
+
+
 def as_numpy(x) -> np.ndarray:
     """A torch tensor (torch itself is not needed here) or array-like as numpy."""
     return x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x)
@@ -50,7 +59,7 @@ def as_frames(frames, name: str = "frames") -> np.ndarray:
 
 
 def _grey_u8(frame: np.ndarray) -> np.ndarray:
-    import cv2
+    cv2 = _cv2()
 
     return cv2.cvtColor((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
 
@@ -58,7 +67,7 @@ def _grey_u8(frame: np.ndarray) -> np.ndarray:
 def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Dense flow (H, W, 2) from frame a to frame b (both (H, W, 3)), in pixels (dx, dy):
     the content at a[y, x] is found at b[y + dy, x + dx]."""
-    import cv2
+    cv2 = _cv2()
 
     h, w = a.shape[:2]
     scale = max(1, int(np.ceil(FLOW_MIN_SIDE / min(h, w))))
@@ -77,7 +86,7 @@ def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _sample(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """image read at (x + flow) per pixel (bilinear), and where that point lies inside it."""
-    import cv2
+    cv2 = _cv2()
 
     h, w = flow.shape[:2]
     map_x = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
@@ -150,7 +159,7 @@ def _epe(edited: _Motion, source: _Motion) -> np.ndarray:
 def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, bool]:
     """Both clips as frames, the source resized to the edited clip's size if needed (and
     whether it was). The frame counts must match."""
-    import cv2
+    cv2 = _cv2()
 
     edited, source = as_frames(edited, "edited"), as_frames(source, "source")
     if len(edited) != len(source):
