@@ -4,6 +4,9 @@ this gives the same graph as the page's own graphToPrompt()."""
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NOTE_TYPES = {"Note", "MarkdownNote"}
+# Display widgets the page adds to core nodes and sends with the prompt (empty until the
+# node has run), though /object_info does not list them as inputs
+PAGE_WIDGETS = {"PreviewAny": {"preview": ""}}
 
 
 def is_widget(spec) -> bool:
@@ -37,6 +40,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             if inp.get("link") is not None:
                 link = links[inp["link"]]
                 inputs[inp["name"]] = [str(link[1]), link[2]]
+        inputs.update(PAGE_WIDGETS.get(node["type"], {}))
         values = iter(node.get("widgets_values", []))
         for name, control in widget_inputs(object_info[node["type"]]):
             value = next(values)
