@@ -106,17 +106,14 @@ class _Motion:
     reliable: np.ndarray  # (T-1, H, W) bool
 
 
-def _motion(frames: np.ndarray, progress: Progress | None = None, done: int = 0, total: int | None = None) -> _Motion:
-    pairs = len(frames) - 1
-    total = 2 * pairs if total is None else total
+def _motion(frames: np.ndarray, tick: Callable[[], None] = lambda: None) -> _Motion:
+    """Two flows per pair; tick() after each."""
     backward, reliable = [], []
-    for t in range(pairs):
+    for t in range(len(frames) - 1):
         fwd = optical_flow(frames[t], frames[t + 1])
-        if progress:
-            progress(done + 2 * t + 1, total)
+        tick()
         bwd = optical_flow(frames[t + 1], frames[t])
-        if progress:
-            progress(done + 2 * t + 2, total)
+        tick()
         fwd_there, inside = _sample(fwd, bwd)
         round_trip = np.sum((bwd + fwd_there) ** 2, axis=-1)
         tolerance = _FB_RELATIVE * (np.sum(bwd**2, axis=-1) + np.sum(fwd_there**2, axis=-1)) + _FB_ABSOLUTE
@@ -156,9 +153,9 @@ def _epe(edited: _Motion, source: _Motion) -> np.ndarray:
     return np.array([e[r].mean() if r.any() else np.nan for e, r in zip(epe, source.reliable)], np.float64)
 
 
-def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Both clips as frames, the source resized to the edited clip's size if needed (and
-    whether it was). The frame counts must match."""
+def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """Both clips as frames, the source resized to the edited clip's size if needed, and
+    the source's (H, W) before resizing (None if it was not). The frame counts must match."""
     cv2 = _cv2()
 
     edited, source = as_frames(edited, "edited"), as_frames(source, "source")
@@ -169,11 +166,11 @@ def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, bool]:
         )
     h, w = edited.shape[1:3]
     if source.shape[1:3] == (h, w):
-        return edited, source, False
+        return edited, source, None
     shrink = source.shape[1] * source.shape[2] > h * w
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    source = np.stack([cv2.resize(f, (w, h), interpolation=interpolation) for f in source])
-    return edited, source, True
+    resized = np.stack([cv2.resize(f, (w, h), interpolation=interpolation) for f in source])
+    return edited, resized, source.shape[1:3]
 
 
 def flow_epe(edited, source) -> np.ndarray:
@@ -258,24 +255,18 @@ def coherence_report(edited, source=None, progress: Progress | None = None) -> C
     """All temporal metrics of an edited clip, and against its source when given. Each clip's
     flows are computed once (2 per pair); ``progress(done, total)`` is called after each."""
     if source is None:
-        edited = as_frames(edited, "edited")
-        motion = _motion(edited, progress)
-        error, reliable = _warp_error(edited, motion)
-        return CoherenceReport(error, reliable, flicker(edited))
-    original_size = as_frames(source, "source").shape[1:3]
-    edited, source, resized = match_source(edited, source)
-    total = 4 * (len(edited) - 1)
-    motion = _motion(edited, progress, 0, total)
-    source_motion = _motion(source, progress, total // 2, total)
-    error, reliable = _warp_error(edited, motion)
-    source_error, source_reliable = _warp_error(source, source_motion)
-    return CoherenceReport(
-        error,
-        reliable,
-        flicker(edited),
-        source_error,
-        source_reliable,
-        flicker(source),
-        _epe(motion, source_motion),
-        tuple(original_size) if resized else None,
-    )
+        clips, resized_from = [as_frames(edited, "edited")], None
+    else:
+        *clips, resized_from = match_source(edited, source)
+    total = 2 * (len(clips[0]) - 1) * len(clips)
+    done = iter(range(1, total + 1))
+    tick = (lambda: progress(next(done), total)) if progress else (lambda: None)
+    motions = [_motion(clip, tick) for clip in clips]
+    (error, reliable), *source_warp = [_warp_error(clip, motion) for clip, motion in zip(clips, motions)]
+    report = CoherenceReport(error, reliable, flicker(clips[0]))
+    if source is not None:
+        report.source_warp_error, report.source_warp_reliable = source_warp[0]
+        report.source_flicker = flicker(clips[1])
+        report.motion_epe = _epe(*motions)
+        report.source_resized_from = resized_from
+    return report
