@@ -13,3 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from load_pack import load_pack  # noqa: E402
 
 load_pack()
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import fast_interpreter  # noqa: E402
+
+    fast_interpreter.install()
+
+# Kernel tests run on every device at hand: the CPU always, CUDA where present.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -9,6 +9,7 @@ import torch
 
 from test_bi_wkv_torch import make_inputs, max_rel_err, oracle
 from vrwkv_editor.kernels import bi_wkv, triton_status
+from vrwkv_editor.kernels import triton_chunked as tc
 
 pytestmark = pytest.mark.skipif(triton_status()[0] is None, reason="triton not installed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,3 +68,22 @@ def test_triton_half_inputs(dtype, tol):
     assert max_rel_err(y, y_ref) < tol
     for name, g, r in zip("wukv", grads, g_ref):
         assert max_rel_err(g, r) < 5 * tol, name
+
+
+def test_gpu_tile_configuration_across_carry_blocks():
+    """The tiles GPUs run (32-token chunks, 32 chunks per carry block, 32/16-channel
+    programs) over three carry blocks, the last one and its last chunk partial, with w*L
+    of both signs: the carry loop every real clip uses (4096 tokens per frame at 512 px)."""
+    cfg = tc.GPU_CONFIG
+    B, L, C = 1, 2 * cfg.bt * cfg.nb + cfg.bt + 8, 3
+    w, u, k, v = make_inputs(B, L, C, k_scale=2.0, dtype=torch.float32)
+    with torch.no_grad():
+        w.copy_(torch.tensor([-2.0, 0.5, 4.0]) / L)
+    gy = torch.randn(B, L, C, dtype=torch.float64)
+    y_ref, g_ref = oracle(w, u, k, v, gy)
+    w, u, k, v = (t.detach().to(DEVICE) for t in (w, u, k, v))
+    y, saved = tc.bi_wkv_fwd_triton(w, u, k, v, cfg)
+    grads = tc.bi_wkv_bwd_triton(w, u, k, v, y, saved, gy.to(DEVICE, torch.float32), cfg)
+    assert max_rel_err(y.cpu(), y_ref) < 1e-5
+    for name, g, r in zip("wukv", grads, g_ref):
+        assert max_rel_err(g.cpu(), r) < 1e-4, name
