@@ -67,7 +67,7 @@ def test_triton_half_inputs(dtype, tol):
     assert y.dtype == dtype and grads[2].dtype == dtype
     assert max_rel_err(y, y_ref) < tol
     for name, g, r in zip("wukv", grads, g_ref):
-        assert max_rel_err(g, r) < 5 * tol, name
+        assert max_rel_err(g, r) < tol, name    # the backward keeps y in fp32 (was 5x looser)
 
 
 def test_gpu_tile_configuration_across_carry_blocks():
