@@ -17,6 +17,11 @@ valid for `tl.associative_scan` in both directions. w may have either sign.
 The same machinery serves the backward pass: its sums G and H are decayed sums over key
 -log(den) with values g and g*y (MODE 1), where the forward has key k and values v, 1
 (MODE 0). Everything accumulates in fp32 whatever the input dtype.
+
+Memory: the forward keeps only the carries (6 fp32 values per chunk and channel, about a
+fifth of k's size in fp32 at 32-token chunks) and stores no normaliser; the backward
+recomputes lden, and for half inputs y in fp32, from them with one extra output pass.
+Offsets into (B, L, C) are 64-bit, so no shape overflows 32-bit indexing.
 """
 
 import contextlib
