@@ -61,7 +61,7 @@ def test_triton_extreme_keys(w_value):
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
 def test_triton_half_inputs(dtype, tol):
     w, u, k, v = make_inputs(2, 20, 3, w_scale=0.3, dtype=dtype)
-    gy = torch.randn(2, 20, 3, dtype=torch.float64)
+    gy = torch.randn(2, 20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y_ref, g_ref = oracle(w, u, k, v, gy)
     y, grads = run_triton(w, u, k, v, gy)
     assert y.dtype == dtype and grads[2].dtype == dtype
@@ -87,3 +87,17 @@ def test_gpu_tile_configuration_across_carry_blocks():
     assert max_rel_err(y.cpu(), y_ref) < 1e-5
     for name, g, r in zip("wukv", grads, g_ref):
         assert max_rel_err(g.cpu(), r) < 1e-4, name
+
+
+def test_forward_keeps_no_normaliser_for_the_backward():
+    """Between forward and backward only the inputs, y and the chunk carries (6 values per
+    chunk and channel) are kept: the backward recomputes the normaliser, so nothing of
+    y's size in fp32 waits through the rest of the UNet."""
+    B, L, C = 2, 40, 5
+    w, u, k, v = [t.detach().to(DEVICE).requires_grad_(True) for t in make_inputs(B, L, C, dtype=torch.float32)]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = bi_wkv(w, u, k, v, backend="triton")
+    own = {t.data_ptr() for t in (w, u, k, v, y)}
+    extra = sum(t.numel() for t in saved if t.data_ptr() not in own)
+    assert extra == 6 * B * -(-L // tc.default_config().bt) * C
