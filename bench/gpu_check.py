@@ -329,7 +329,10 @@ def main(argv=None) -> int:
             return f"`{res['summary']}`\n\n" + "\n".join(f"- {f}" for f in res["failures"]), passed
         section("Unit tier kernel tests on CUDA", tests)
         if os.environ.get("COMFYUI_PATH"):
-            section("Example workflow 1 on the GPU", lambda: (lambda r: (table([r[0]]), r[1]))(workflow()))
+            def flow():
+                row, passed = workflow()
+                return table([row]), passed
+            section("Example workflow 1 on the GPU", flow)
         else:
             sections.append("## Example workflow 1 on the GPU\n\nskipped: COMFYUI_PATH is not set.\n")
 
@@ -337,6 +340,9 @@ def main(argv=None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__}, triton "
             f"{triton.__version__}; `bash scripts/gpu_check.sh{' --dry-run' if args.dry_run else ''}`; "
             f"{time.perf_counter() - started:.0f} s; result: **{'PASS' if ok else 'FAIL'}**."]
+    from vrwkv_editor import kernels
+    verdicts = "; ".join(f"{d} {str(t).replace('torch.', '')}: {r or 'passed'}" for (d, t), r in kernels._verdicts.items())
+    head.append(f"The auto backend's self-check of the Triton kernels: {verdicts or 'not run (no auto call on CUDA)'}.")
     if bandwidth:
         head.append(f"Measured device copy bandwidth {bandwidth / 1e9:.0f} GB/s"
                     + (f" (nominal {nominal / 1e9:.0f} GB/s)." if nominal else "."))
