@@ -101,3 +101,19 @@ def test_forward_keeps_no_normaliser_for_the_backward():
     own = {t.data_ptr() for t in (w, u, k, v, y)}
     extra = sum(t.numel() for t in saved if t.data_ptr() not in own)
     assert extra == 6 * B * -(-L // tc.default_config().bt) * C
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_kernels_launch_on_the_tensors_device():
+    """Tensors on cuda:1 while cuda:0 is current: Triton launches on the current device
+    unless the launchers switch to the tensors' own."""
+    w, u, k, v = make_inputs(2, 300, 40, w_scale=0.05, dtype=torch.float32)
+    gy = torch.randn(2, 300, 40, dtype=torch.float64)
+    y_ref, g_ref = oracle(w, u, k, v, gy)
+    args = [t.detach().to("cuda:1").requires_grad_(True) for t in (w, u, k, v)]
+    with torch.cuda.device(0):
+        y = bi_wkv(*args, backend="triton")
+        grads = torch.autograd.grad(y, args, gy.to("cuda:1", torch.float32))
+    assert max_rel_err(y.cpu(), y_ref) < 1e-5
+    for name, g, r in zip("wukv", grads, g_ref):
+        assert max_rel_err(g.cpu(), r) < 1e-4, name
