@@ -293,6 +293,27 @@ def main(argv=None) -> int:
                    None)
     started, ok, sections = time.perf_counter(), True, []
 
+    def write(done=False):
+        """The results file, rewritten after every section: a run cut off by a time limit
+        still leaves what it measured."""
+        from vrwkv_editor import kernels
+        if done:
+            result = "PASS" if ok else "FAIL"
+        else:
+            result = "incomplete: cut off or still running" + ("" if ok else "; a section failed")
+        head = [f"# GPU check: {machine}", "",
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__}, triton "
+                f"{triton.__version__}; `bash scripts/gpu_check.sh{' --dry-run' if args.dry_run else ''}`; "
+                f"{time.perf_counter() - started:.0f} s; result: **{result}**."]
+        verdicts = "; ".join(f"{d} {str(t).replace('torch.', '')}: {r or 'passed'}"
+                             for (d, t), r in kernels._verdicts.items())
+        head.append(f"The auto backend's self-check of the Triton kernels: {verdicts or 'not run (no auto call on CUDA)'}.")
+        if bandwidth:
+            head.append(f"Measured device copy bandwidth {bandwidth / 1e9:.0f} GB/s"
+                        + (f" (nominal {nominal / 1e9:.0f} GB/s)." if nominal else "."))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(head) + "\n\n" + "\n".join(sections))
+
     def section(title, fn):
         nonlocal ok
         print(f"== {title}", flush=True)
@@ -302,6 +323,7 @@ def main(argv=None) -> int:
             text, passed = "```\n" + traceback.format_exc()[-3000:] + "\n```", False
         ok &= passed
         sections.append(f"## {title}{'' if passed else ' (FAILED)'}\n\n{text}\n")
+        write()
 
     def check():
         rows, passed = correctness(DRY_CASES if args.dry_run else GPU_CASES, device)
@@ -336,18 +358,7 @@ def main(argv=None) -> int:
         else:
             sections.append("## Example workflow 1 on the GPU\n\nskipped: COMFYUI_PATH is not set.\n")
 
-    head = [f"# GPU check: {machine}", "",
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__}, triton "
-            f"{triton.__version__}; `bash scripts/gpu_check.sh{' --dry-run' if args.dry_run else ''}`; "
-            f"{time.perf_counter() - started:.0f} s; result: **{'PASS' if ok else 'FAIL'}**."]
-    from vrwkv_editor import kernels
-    verdicts = "; ".join(f"{d} {str(t).replace('torch.', '')}: {r or 'passed'}" for (d, t), r in kernels._verdicts.items())
-    head.append(f"The auto backend's self-check of the Triton kernels: {verdicts or 'not run (no auto call on CUDA)'}.")
-    if bandwidth:
-        head.append(f"Measured device copy bandwidth {bandwidth / 1e9:.0f} GB/s"
-                    + (f" (nominal {nominal / 1e9:.0f} GB/s)." if nominal else "."))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(head) + "\n\n" + "\n".join(sections))
+    write(done=True)
     print(f"gpu_check: {'PASS' if ok else 'FAIL'}; wrote {out}", flush=True)
     return 0 if ok else 1
 
