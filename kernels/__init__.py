@@ -7,6 +7,15 @@ Backends: "naive" (dense O(L^2) oracle, tests only), "torch" (O(L), any device),
 "triton" (O(L) chunked kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto"
 (triton on CUDA when importable, else torch). Imports torch only; triton is loaded on
 first use, so the package imports where it is absent.
+
+"auto" never trusts Triton blindly: the first call per device and dtype checks the
+kernels against the torch backend (self_check.py); on a mismatch or a compile error it
+logs one line and serves that device and dtype with torch from then on. "triton" runs
+the kernels unchecked (tests and benchmarks compare them themselves).
+
+No call reads a value back from the GPU: the finiteness of w and u is checked here only
+for CPU tensors (free there); on CUDA a non-finite decay shows up as a non-finite loss,
+which tuning checks every step, and weights files are checked when loaded.
 """
 
 import logging
@@ -16,6 +25,7 @@ import torch
 
 from .function import BiWKVFunction
 from .naive import bi_wkv_naive
+from .self_check import self_check
 from .torch_scan import bi_wkv_bwd_torch, bi_wkv_fwd_torch
 
 __all__ = ["bi_wkv", "bi_wkv_naive", "BACKENDS", "triton_status"]
@@ -24,6 +34,8 @@ BACKENDS = ("auto", "torch", "triton", "naive")
 _TORCH_IMPL = (bi_wkv_fwd_torch, bi_wkv_bwd_torch)
 _log = logging.getLogger("vrwkv_editor")
 _notified = set()
+_verdicts = {}     # (device, dtype) -> None when Triton passed its self-check, else the reason
+MAX_GRID_Z = 65535  # CUDA's limit on the third grid dimension, where the kernels put B
 
 
 def _notice_once(key: str, message: str) -> None:
@@ -63,12 +75,32 @@ def _validate(w, u, k, v):
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != (C,):
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"bi_wkv: {name} must have shape (C,) = ({C},) to match k's channels, got {shape}")
-        if not torch.isfinite(t).all():
+        if not t.is_cuda and not torch.isfinite(t).all():
             raise ValueError(f"bi_wkv: {name} holds non-finite values; the decay and bonus parameters "
                              "have diverged (lower the learning rate or reload the weights)")
     for name, t in (("v", v), ("w", w), ("u", u)):
         if t.device != k.device:
             raise ValueError(f"bi_wkv: {name} is on {t.device} but k is on {k.device}; move them to one device")
+
+
+def _auto_uses_triton(k: torch.Tensor) -> bool:
+    return k.is_cuda and k.dtype != torch.float64 and k.shape[0] <= MAX_GRID_Z
+
+
+def _checked_triton(k: torch.Tensor):
+    """Triton's launchers if they passed their self-check on k's device and dtype, else None."""
+    impl, reason = triton_status()
+    if impl is None:
+        _notice_once("no-triton", f"VRWKV: {reason}; Bi-WKV falls back to the PyTorch backend (slower on GPU).")
+        return None
+    key = (k.device, k.dtype)
+    if key not in _verdicts:
+        from .triton_chunked import default_config
+        _verdicts[key] = self_check(impl, _TORCH_IMPL, default_config(), k.device, k.dtype)
+        if _verdicts[key] is not None:
+            _log.warning(f"VRWKV: the Triton Bi-WKV kernels failed their self-check on {k.device} {k.dtype} "
+                         f"({_verdicts[key]}); using the PyTorch backend there from now on.")
+    return impl if _verdicts[key] is None else None
 
 
 def _resolve(backend: str, k: torch.Tensor):
@@ -89,14 +121,12 @@ def _resolve(backend: str, k: torch.Tensor):
                              "use backend='torch' or 'auto'")
         if k.dtype == torch.float64:
             raise ValueError("bi_wkv: backend 'triton' serves fp32/fp16/bf16; use backend='torch' for float64")
+        if k.shape[0] > MAX_GRID_Z:
+            raise ValueError(f"bi_wkv: backend 'triton' takes at most {MAX_GRID_Z} sequences per call, got "
+                             f"{k.shape[0]}; use backend='torch' or 'auto'")
         return impl
     # auto
-    if k.is_cuda and k.dtype != torch.float64:
-        impl, reason = triton_status()
-        if impl is not None:
-            return impl
-        _notice_once("no-triton", f"VRWKV: {reason}; Bi-WKV falls back to the PyTorch backend (slower on GPU).")
-    return _TORCH_IMPL
+    return (_checked_triton(k) if _auto_uses_triton(k) else None) or _TORCH_IMPL
 
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:

@@ -17,8 +17,14 @@ valid for `tl.associative_scan` in both directions. w may have either sign.
 The same machinery serves the backward pass: its sums G and H are decayed sums over key
 -log(den) with values g and g*y (MODE 1), where the forward has key k and values v, 1
 (MODE 0). Everything accumulates in fp32 whatever the input dtype.
+
+Memory: the forward keeps only the carries (6 fp32 values per chunk and channel, about a
+fifth of k's size in fp32 at 32-token chunks) and stores no normaliser; the backward
+recomputes lden, and for half inputs y in fp32, from them with one extra output pass.
+Offsets into (B, L, C) are 64-bit, so no shape overflows 32-bit indexing.
 """
 
+import contextlib
 import os
 from typing import NamedTuple
 
@@ -113,7 +119,7 @@ def _chunk_sums(p0, p1, p2, base, w, chunk_start, L, C, cols, cmask,
     """In-chunk exclusive sums at every token: past (tokens before it in the chunk)
     and future (tokens after it in the chunk), each as (a, b, m) tiles [BT, BC]."""
     r = tl.arange(0, BT)
-    rows = chunk_start + r
+    rows = chunk_start + r.to(tl.int64)
     pos = tl.broadcast_to(r[:, None].to(tl.float32), (BT, BC))
     wt = tl.broadcast_to(w[None, :], (BT, BC))
     # row r of the past scan holds token r-1 and of the future scan token r+1, so the
@@ -150,7 +156,7 @@ def _chunk_tile(L, C, NT, BT: tl.constexpr, BC: tl.constexpr):
     tile's base and offsets in (B, L, C), and its plane size and index in (6, B, NT, C)."""
     i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = i_t * BT
-    rows = start + tl.arange(0, BT)
+    rows = start + tl.arange(0, BT).to(tl.int64)
     cols = i_c * BC + tl.arange(0, BC)
     cmask = cols < C
     mask = (rows < L)[:, None] & cmask[None, :]
@@ -232,7 +238,8 @@ def _chunk_carry_kernel(sum_ptr, w_ptr, C, NT, chunk_len,
 
 @triton.jit(do_not_specialize=["L", "NT"])
 def _fwd_output_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lden_ptr, L, C, NT,
-                       BT: tl.constexpr, BC: tl.constexpr):
+                       STORE_Y: tl.constexpr, STORE_LDEN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    """y (in y_ptr's dtype) and/or lden = log(den) (fp32) of one chunk."""
     start, cols, cmask, mask, base, offs, plane, cidx = _chunk_tile(L, C, NT, BT, BC)
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
     u = tl.load(u_ptr + cols, mask=cmask, other=0.0)
@@ -244,9 +251,11 @@ def _fwd_output_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lden_ptr, L
     m = tl.maximum(tl.maximum(pm, fm), s)
     ep, ef, es = tl.exp(pm - m), tl.exp(fm - m), tl.exp(s - m)
     den = pb * ep + fb * ef + es
-    y = (pa * ep + fa * ef + v * es) / den
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-    tl.store(lden_ptr + offs, m + tl.log(den), mask=mask)
+    if STORE_Y:
+        y = (pa * ep + fa * ef + v * es) / den
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_LDEN:
+        tl.store(lden_ptr + offs, m + tl.log(den), mask=mask)
 
 
 @triton.jit(do_not_specialize=["L", "NT"])
@@ -286,6 +295,11 @@ def _bwd_output_kernel(k_ptr, v_ptr, y_ptr, lden_ptr, g_ptr, w_ptr, u_ptr, fcarr
 
 # ----------------------------------------------------------------------------- launchers
 
+def _on_device(t):
+    """Triton launches on the current CUDA device: make it the tensors' own."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _carries(p0, p1, p2, w, mode, B, L, C, cfg):
     """Chunk summaries, then the carries into every chunk: (6, B, NT, C) fp32."""
     NT = triton.cdiv(L, cfg.bt)
@@ -298,35 +312,49 @@ def _carries(p0, p1, p2, w, mode, B, L, C, cfg):
     return buf
 
 
+def _outputs(k, v, w, u, carries, y, lden, cfg):
+    """Writes y and/or lden (either may be None) from the forward carries."""
+    B, L, C = k.shape
+    NT = carries.shape[2]
+    _fwd_output_kernel[(NT, triton.cdiv(C, cfg.bc_fwd), B)](
+        k, v, w, u, carries, y if y is not None else lden, lden if lden is not None else y, L, C, NT,
+        STORE_Y=y is not None, STORE_LDEN=lden is not None, BT=cfg.bt, BC=cfg.bc_fwd, num_warps=cfg.warps)
+
+
 def bi_wkv_fwd_triton(w, u, k, v, cfg: Config = None):
-    """Returns (y, saved): y in k's dtype, saved = (lden, forward carries)."""
+    """Returns (y, saved): y in k's dtype, saved = (forward carries,), 6 fp32 values per
+    chunk and channel. The normaliser is not stored: the backward recomputes it."""
     cfg = cfg or default_config()
     B, L, C = k.shape
     w, u = w.float().contiguous(), u.float().contiguous()
     k, v = k.contiguous(), v.contiguous()
-    carries = _carries(k, v, v, w, 0, B, L, C, cfg)
-    y = torch.empty_like(k)
-    lden = torch.empty((B, L, C), device=k.device, dtype=torch.float32)
-    NT = carries.shape[2]
-    _fwd_output_kernel[(NT, triton.cdiv(C, cfg.bc_fwd), B)](
-        k, v, w, u, carries, y, lden, L, C, NT, BT=cfg.bt, BC=cfg.bc_fwd, num_warps=cfg.warps)
-    return y, (lden, carries)
+    with _on_device(k):
+        carries = _carries(k, v, v, w, 0, B, L, C, cfg)
+        y = torch.empty_like(k)
+        _outputs(k, v, w, u, carries, y, None, cfg)
+    return y, (carries,)
 
 
 def bi_wkv_bwd_triton(w, u, k, v, y, saved, gy, cfg: Config = None):
+    """Recomputes lden, and for half inputs y in fp32 (rounding y to bf16 would cost the
+    decay gradient two digits), from the saved carries, then runs the gradient scans."""
     cfg = cfg or default_config()
-    lden, fcarries = saved
+    (fcarries,) = saved
     B, L, C = k.shape
     w32, u32 = w.float().contiguous(), u.float().contiguous()
     k, v, gy = k.contiguous(), v.contiguous(), gy.contiguous().to(k.dtype)
-    bcarries = _carries(lden, gy, y, w32, 1, B, L, C, cfg)
-    NT = bcarries.shape[2]
-    gk, gv = torch.empty_like(k), torch.empty_like(v)
-    gw_part = torch.empty((B, NT, C), device=k.device, dtype=torch.float32)
-    gu_part = torch.empty_like(gw_part)
-    _bwd_output_kernel[(NT, triton.cdiv(C, cfg.bc_bwd), B)](
-        k, v, y, lden, gy, w32, u32, fcarries, bcarries, gk, gv, gw_part, gu_part, L, C, NT,
-        BT=cfg.bt, BC=cfg.bc_bwd, num_warps=cfg.warps)
-    gw = -gw_part.sum(dim=(0, 1))
-    gu = gu_part.sum(dim=(0, 1))
+    with _on_device(k):
+        lden = torch.empty((B, L, C), device=k.device, dtype=torch.float32)
+        y32 = y.contiguous() if y.dtype == torch.float32 else torch.empty_like(lden)
+        _outputs(k, v, w32, u32, fcarries, None if y.dtype == torch.float32 else y32, lden, cfg)
+        bcarries = _carries(lden, gy, y32, w32, 1, B, L, C, cfg)
+        NT = bcarries.shape[2]
+        gk, gv = torch.empty_like(k), torch.empty_like(v)
+        gw_part = torch.empty((B, NT, C), device=k.device, dtype=torch.float32)
+        gu_part = torch.empty_like(gw_part)
+        _bwd_output_kernel[(NT, triton.cdiv(C, cfg.bc_bwd), B)](
+            k, v, y32, lden, gy, w32, u32, fcarries, bcarries, gk, gv, gw_part, gu_part, L, C, NT,
+            BT=cfg.bt, BC=cfg.bc_bwd, num_warps=cfg.warps)
+        gw = -gw_part.sum(dim=(0, 1))
+        gu = gu_part.sum(dim=(0, 1))
     return gw.to(w.dtype), gu.to(u.dtype), gk, gv

@@ -16,6 +16,11 @@ def make_inputs(B, L, C, *, w_scale=1.0, k_scale=1.0, dtype=torch.float64, seed=
     return [t.to(dtype).requires_grad_(True) for t in (w, u, k, v)]
 
 
+def on(device, *tensors):
+    """Leaf copies on `device` that require gradients."""
+    return [t.detach().to(device).requires_grad_(True) for t in tensors]
+
+
 def oracle(w, u, k, v, gy):
     args = [t.detach().double().requires_grad_(True) for t in (w, u, k, v)]
     y = bi_wkv_naive(*args)
@@ -31,8 +36,8 @@ SHAPES = [(1, 1, 4), (2, 2, 5), (3, 17, 33), (1, 257, 3), (2, 64, 8)]
 
 @pytest.mark.parametrize("B,L,C", SHAPES, ids=lambda s: str(s))
 @pytest.mark.parametrize("w_scale", [0.05, 1.0, -0.5], ids=["w-small", "w-unit", "w-negative"])
-def test_torch_matches_oracle_float64(B, L, C, w_scale):
-    w, u, k, v = make_inputs(B, L, C, w_scale=w_scale, k_scale=2.0)
+def test_torch_matches_oracle_float64(B, L, C, w_scale, device):
+    w, u, k, v = on(device, *make_inputs(B, L, C, w_scale=w_scale, k_scale=2.0))
     y = bi_wkv(w, u, k, v, backend="torch")
     gy = torch.randn_like(y)
     y_ref, g_ref = oracle(w, u, k, v, gy)
@@ -48,13 +53,14 @@ def test_torch_gradcheck():
 
 
 @pytest.mark.parametrize("w_value", [0.0, 1e-6, 5.0, 40.0, -2.0])
-def test_extreme_keys_and_decays_stay_exact(w_value):
+def test_extreme_keys_and_decays_stay_exact(w_value, device):
     """|k| up to 60 with tiny, zero, large and negative decay: finite and equal to the oracle."""
     B, L, C = 2, 50, 4
     w, u, k, v = make_inputs(B, L, C)
     with torch.no_grad():
         w.fill_(w_value)
         k.copy_(torch.linspace(-60, 60, B * L * C, dtype=torch.float64).reshape(B, L, C)[:, torch.randperm(L)])
+    w, u, k, v = on(device, w, u, k, v)
     y = bi_wkv(w, u, k, v, backend="torch")
     gy = torch.ones_like(y)
     y_ref, g_ref = oracle(w, u, k, v, gy)
@@ -83,10 +89,10 @@ def test_long_sequence_is_finite_float32():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2), (torch.float32, 1e-5)])
-def test_low_precision_inputs(dtype, tol):
+def test_low_precision_inputs(dtype, tol, device):
     """Half inputs accumulate in higher precision: the error is that of rounding the
     inputs and the output, and the result comes back in the input dtype."""
-    w, u, k, v = make_inputs(2, 40, 6, w_scale=0.3, dtype=dtype)
+    w, u, k, v = on(device, *make_inputs(2, 40, 6, w_scale=0.3, dtype=dtype))
     y = bi_wkv(w, u, k, v, backend="torch")
     assert y.dtype == dtype
     y_ref, _ = oracle(w, u, k, v, torch.ones_like(y))

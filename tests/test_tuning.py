@@ -136,6 +136,18 @@ def test_nothing_to_tune_is_an_error():
         tune([torch.nn.Parameter(torch.zeros(2), requires_grad=False)], lambda g: torch.zeros(()), TuneSettings())
 
 
+def test_non_finite_start_is_refused_before_any_step():
+    """Bi-WKV no longer checks w and u on every (CUDA) call: tuning checks its parameters
+    once before the first step, so a diverged decay is named, not trained on."""
+    s = Setup()
+    with torch.no_grad():
+        s.patch.blocks.blocks["mid"].spatial_mix.decay[0] = float("nan")
+    calls = []
+    with pytest.raises(NonFiniteLoss, match="starts from non-finite weights"):
+        tune(s.patch.blocks.parameters(), lambda g: calls.append(1) or s.step_loss(g), TuneSettings(steps=3))
+    assert calls == []
+
+
 def test_loss_curve_image():
     from vrwkv_editor.nodes.plots import as_image_tensor, loss_curve
     image = as_image_tensor(loss_curve([1.0, 0.8, 0.9, 0.5, 0.4] * 10))

@@ -82,3 +82,15 @@ def test_names_cannot_escape_the_folder(tmp_path):
     for bad in ("../evil.safetensors", "/etc/passwd", "a/../../x", ""):
         with pytest.raises(ValueError, match="outside"):
             resolve_inside(tmp_path, bad)
+
+
+def test_non_finite_weights_are_refused_on_load(tmp_path):
+    """The Bi-WKV kernels no longer check w and u every call (a GPU sync): a diverged file
+    is refused where it enters, naming the tensor."""
+    blocks = trained_blocks()
+    state = dict(blocks.state_dict())
+    state["blocks.mid.spatial_mix.first"] = state["blocks.mid.spatial_mix.first"].clone()
+    state["blocks.mid.spatial_mix.first"][2] = float("inf")
+    path = save_weights(tmp_path / "diverged", state, blocks.spec)
+    with pytest.raises(ValueError, match=r"'vrwkv\.blocks\.mid\.spatial_mix\.first' holds non-finite"):
+        load_weights(path)

@@ -78,7 +78,7 @@ class TinyUNet(nn.Module):
         transformer_options = dict(transformer_options or {})
         patches = transformer_options.get("patches", {})
         half = self.emb_dim // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=x.device) / half)
         args = timesteps.float()[:, None] * freqs[None]
         emb = self.time(torch.cat([args.cos(), args.sin()], dim=1)) + self.context(context.mean(dim=1))
         hs, h = [], x

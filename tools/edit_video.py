@@ -17,7 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
-from comfy_server import CLIP_NAME, ComfyServer, comfyui_path, video_info
+from comfy_server import CHECKPOINTS, CLIP_NAME, ComfyServer, comfyui_path, video_info
 from workflow_api import point_at, set_inputs, ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +29,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", type=Path, help="source clip (default: a generated 8-frame clip)")
     ap.add_argument("--ckpt", type=Path, help="SD1.5 checkpoint file (default: random weights)")
+    ap.add_argument("--random", choices=sorted(CHECKPOINTS), default="shallow",
+                    help="without --ckpt: a random SD1.5 of full depth or the faster shallow one")
     ap.add_argument("--source", default="a man skiing", help="prompt describing the clip")
     ap.add_argument("--edit", default="a panda skiing, van Gogh style", help="prompt of the edit")
     ap.add_argument("--frames", type=int, help="frames to edit, from the start of the clip")
@@ -42,7 +44,7 @@ def main(argv=None):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout")
     demo = args.ckpt is None
 
-    files, ckpt_name, video_name = {}, "sd15_random_shallow.safetensors", CLIP_NAME
+    files, ckpt_name, video_name = {}, CHECKPOINTS[args.random], CLIP_NAME
     if args.ckpt:
         ckpt_name = args.ckpt.name
         files[f"models/checkpoints/{ckpt_name}"] = args.ckpt
@@ -52,7 +54,7 @@ def main(argv=None):
     shrink = {key: getattr(args, key) if getattr(args, key) is not None else (DEMO[key] if demo else None)
               for key in DEMO}
 
-    with ComfyServer(checkpoints=("shallow",) if demo else (), files=files, cpu=not args.gpu) as server:
+    with ComfyServer(checkpoints=(args.random,) if demo else (), files=files, cpu=not args.gpu) as server:
         graph = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
         point_at(graph, ckpt_name, video_name, **shrink)
         set_inputs(graph, {"Source prompt (what the clip shows)": {"text": args.source}, "Edit prompt": {"text": args.edit},

@@ -29,19 +29,24 @@ def kernel_specs(tc, dt):
     cfg = tc.GPU_CONFIG
     summary = {"w_ptr": "*fp32", "sum_ptr": "*fp32", "L": "i32", "C": "i32", "NT": "i32",
                "MODE": "constexpr", "BT": "constexpr", "BC": "constexpr"}
+
+    def output(y, store_y, store_lden):  # forward: y in dt; backward: lden (+ y in fp32 for half)
+        return (tc._fwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "w_ptr": "*fp32", "u_ptr": "*fp32",
+                                        "carry_ptr": "*fp32", "y_ptr": f"*{y}", "lden_ptr": "*fp32", "L": "i32",
+                                        "C": "i32", "NT": "i32", "STORE_Y": "constexpr", "STORE_LDEN": "constexpr",
+                                        "BT": "constexpr", "BC": "constexpr"},
+                {"STORE_Y": store_y, "STORE_LDEN": store_lden, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps)
     return [
         (tc._chunk_summary_kernel, {"p0": f"*{dt}", "p1": f"*{dt}", "p2": f"*{dt}", **summary},
          {"MODE": 0, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps),
-        (tc._chunk_summary_kernel, {"p0": "*fp32", "p1": f"*{dt}", "p2": f"*{dt}", **summary},
+        (tc._chunk_summary_kernel, {"p0": "*fp32", "p1": f"*{dt}", "p2": "*fp32", **summary},
          {"MODE": 1, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps),
         *[(tc._chunk_carry_kernel, {"sum_ptr": "*fp32", "w_ptr": "*fp32", "C": "i32", "NT": "i32",
                                     "chunk_len": "i32", "REVERSE": "constexpr", "NB": "constexpr", "BC": "constexpr"},
            {"REVERSE": rev, "NB": cfg.nb, "BC": cfg.bc_carry}, cfg.warps) for rev in (False, True)],
-        (tc._fwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "w_ptr": "*fp32", "u_ptr": "*fp32",
-                                 "carry_ptr": "*fp32", "y_ptr": f"*{dt}", "lden_ptr": "*fp32", "L": "i32",
-                                 "C": "i32", "NT": "i32", "BT": "constexpr", "BC": "constexpr"},
-         {"BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps),
-        (tc._bwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "y_ptr": f"*{dt}", "lden_ptr": "*fp32",
+        output(dt, True, False),
+        output("fp32", dt != "fp32", True),
+        (tc._bwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "y_ptr": "*fp32", "lden_ptr": "*fp32",
                                  "g_ptr": f"*{dt}", "w_ptr": "*fp32", "u_ptr": "*fp32", "fcarry_ptr": "*fp32",
                                  "bcarry_ptr": "*fp32", "gk_ptr": f"*{dt}", "gv_ptr": f"*{dt}",
                                  "gw_part_ptr": "*fp32", "gu_part_ptr": "*fp32", "L": "i32", "C": "i32",

@@ -44,6 +44,11 @@ def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to tune: no parameter requires gradients")
+    # Bi-WKV does not check its decay and bonus every call (a GPU sync): check them here once;
+    # the steps below keep them finite (a step is applied only with finite loss and gradients).
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise NonFiniteLoss("tuning starts from non-finite weights (a diverged run or a broken file); "
+                            "reload the model and the VRWKV weights")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)

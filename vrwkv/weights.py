@@ -55,6 +55,10 @@ def load_weights(path: str | Path):
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path.name} is not a VRWKV weights file (format {meta.get('format')!r}, "
                          f"expected {FORMAT!r}); save weights with VRWKV Save Weights or VRWKV Tune On Video")
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # checked here once, so the Bi-WKV kernels need not check every call
+        raise ValueError(f"{path.name}: tensor {bad!r} holds non-finite values (the tuning that wrote it "
+                         "diverged); tune again with a lower learning rate")
     spec, info = json.loads(meta["layout"]), json.loads(meta.get("info", "{}"))
     blocks = {k[len("vrwkv."):]: v for k, v in tensors.items() if k.startswith("vrwkv.")}
     base = {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")}

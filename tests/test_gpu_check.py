@@ -1,0 +1,41 @@
+"""The GPU check (scripts/gpu_check.sh) runs here in its dry-run mode: on the CPU, in
+Triton's interpreter, tiny shapes. It must pass, write every section, and fail (exit 1)
+when a section finds a mismatch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vrwkv_editor.kernels import triton_status
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(triton_status()[0] is None, reason="triton not installed")
+
+
+def test_dry_run_passes_and_writes_every_section(tmp_path):
+    out = tmp_path / "gpu.md"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--dry-run", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = out.read_text()
+    assert "result: **PASS**" in text
+    for title in ("Triton vs the torch backend", "Time, bandwidth and memory", "One real-size VRWKV block"):
+        assert f"## {title}" in text
+    assert text.count("| pass |") == 4 and "| True |" in text
+
+
+def test_a_mismatch_fails_the_check(tmp_path, monkeypatch):
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("in-process dry run needs the interpreter chosen at import (the CPU's conftest does)")
+    from bench import gpu_check
+    monkeypatch.setattr(gpu_check, "DRY_CASES", gpu_check.DRY_CASES[1:2])   # L = 33, several chunks
+    monkeypatch.setattr(gpu_check, "TOLERANCE", {"fp32": (1e-12, 1e-12)})  # fp32 cannot be this close
+    monkeypatch.setattr(gpu_check, "performance", lambda *a: [])
+    out = tmp_path / "gpu.md"
+    assert gpu_check.main(["--dry-run", "--out", str(out)]) == 1
+    text = out.read_text()
+    assert "result: **FAIL**" in text and "(FAILED)" in text and "MISMATCH" in text
