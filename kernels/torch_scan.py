@@ -5,30 +5,42 @@ Every decayed sum the operator needs has the form
     past[t]   = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i]
     future[t] = sum_{i>t} exp(-(i-t-1)*w + key[i]) * val[i]
 
-Pulling the decay out of the sum turns each one into one `torch.logcumsumexp` (a scan
-whose running maximum does the rescaling) over `key[i] + log(val[i]) +- i*w`: no loop
-over tokens and no exp of an unbounded value. Values are made non-negative by
-subtracting their minimum over the sequence (added back through the sum of the weights
-alone), so each sum is one scan, and all sums over one key share one scale: a sum is kept
-as `mantissa * exp(scale)` with scale = log(sum of weights). The offset i*w grows with
-L*|w|: while that stays small (Vision-RWKV passes w = decay / L) the scans run in float32,
-otherwise in float64, exact to ~1e-9 up to L*|w| ~ 1e7. Results come back in the input
-dtype.
+and is kept as `mantissa * exp(scale)`, the scale being the log of the largest weight in
+the sum (a running maximum), so every exp this module takes has an exponent <= 0 and
+nothing overflows for any sign of w or size of key. The sums run in chunks of about
+sqrt(L) tokens (../shared/reference/vrwkv-spec.md A.4), in three phases per direction:
+  1. each chunk's total (one max and one weighted sum over its tokens, all chunks at once);
+  2. a scan over the chunk totals gives the state entering each chunk;
+  3. a scan over the positions inside the chunks, all chunks at once, seeded with it.
+Both scans step through one axis with one `torch.maximum` and one `addcmul_` per step
+over a whole slice: the running maximum comes first, then every rescaling factor
+exp(old max - new max) and exp(key - new max) is computed in one vectorised pass, and the
+loop only accumulates. Positions enter as offsets i*w inside a chunk (at most sqrt(L)*|w|)
+and c*sqrt(L)*w across chunks (at most L*|w|), rounded once each.
+
+Accumulation dtype from the dtypes alone (no value is read back from the device): float64
+inputs accumulate in float64, all others (fp32, fp16, bf16) in float32. Results come back
+in k's dtype. Measured error (tests/test_bi_wkv_torch.py asserts these bounds): fp32
+within 2e-6 of the output's max |y| for L*|w| up to 5 (L = 65536), float64 within 1e-12
+against the dense oracle.
 
 Backward follows ../shared/reference/vrwkv-spec.md section B: the gradient sums G and H
 are the same decayed sums over key -log(den) with values g and g*y, and gw pairs their
 future (past) halves with the forward past (future) sums, so no distance-weighted scan
-is needed. Only the inputs are saved and the forward sums are recomputed. Channels are
-independent, so both passes run over blocks of channels: the float temporaries then
-stay a few times the block's size (and in cache), not the whole (B, L, C) tensor's.
+is needed; every product is formed under one combined scale that is <= 0. Only the inputs
+are saved and the forward sums are recomputed. Channels are independent, so both passes
+run over blocks of channels: the temporaries stay a few times the block's size, not the
+whole (B, L, C) tensor's.
 """
+
+import math
 
 import torch
 
-# Largest L*|w| for which float32 scans keep ~1e-6 relative accuracy (the offset's ulp).
-FP32_MAX_SPAN = 16.0
 # Elements (B * L * channels) per channel block.
 BLOCK_ELEMENTS = 1 << 21
+# log-scale of an empty sum: finite, so that exp(NEG - NEG) = 1 and exp(NEG - x) = 0.
+NEG = -1e30
 
 
 def _channel_blocks(shape):
@@ -38,95 +50,184 @@ def _channel_blocks(shape):
 
 
 def _acc_dtype(w: torch.Tensor, k: torch.Tensor) -> torch.dtype:
-    if k.dtype == torch.float64 or w.dtype == torch.float64:
-        return torch.float64
-    span = float(w.detach().abs().max()) * k.shape[1]
-    return torch.float32 if span <= FP32_MAX_SPAN else torch.float64
+    return torch.float64 if torch.float64 in (w.dtype, k.dtype) else torch.float32
 
 
-def _excl_logsum(z: torch.Tensor, w: torch.Tensor, pos: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """log of the past (or future) decayed sum of exp(z), excluding the token itself."""
-    out = torch.full_like(z, float("-inf"))
-    if not reverse:
-        lse = torch.logcumsumexp(z + pos * w, dim=1)                    # sum_{i<=t} e^{z_i + i w}
-        out[:, 1:] = lse[:, :-1] - pos[:-1] * w
-    else:
-        lse = torch.logcumsumexp((z - pos * w).flip(1), dim=1).flip(1)  # sum_{i>=t} e^{z_i - i w}
-        out[:, :-1] = lse[:, 1:] + pos[1:] * w
-    return out
+def _chunk_len(L: int) -> int:
+    """Tokens per chunk: about sqrt(L), so both scans take about sqrt(L) steps."""
+    return max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
 
 
-def _times_exp(mantissa, log_scale):
-    """mantissa * e^log_scale, exactly 0 where the mantissa is (an empty sum has scale 0,
-    which must not overflow into inf * 0)."""
-    return mantissa * torch.exp(torch.where(mantissa == 0, float("-inf"), log_scale))
+class _Chunks:
+    """Token layout (B, L, C) <-> chunk layout (B, T, N, C): position j of chunk n is token
+    n*T + j; the last chunk is padded. Slices along T are contiguous for the scans."""
+
+    def __init__(self, L, device, dtype):
+        self.L, self.T = L, _chunk_len(L)
+        self.N = -(-L // self.T)
+        self.pad = self.N * self.T - L
+        self.j = torch.arange(self.T, device=device, dtype=dtype)[:, None, None]   # (T, 1, 1)
+
+    def split(self, x, dtype, fill=0.0):
+        """(B, L, C) -> new (B, T, N, C) tensor in dtype; padded positions hold fill."""
+        B, L, C = x.shape
+        out = torch.empty((B, self.T, self.N, C), device=x.device, dtype=dtype)
+        by_chunk = out.transpose(1, 2)                                      # (B, N, T, C) view
+        full = L // self.T
+        by_chunk[:, :full] = x[:, :full * self.T].view(B, full, self.T, C)
+        if self.pad:
+            by_chunk[:, full, :self.T - self.pad] = x[:, full * self.T:]
+            by_chunk[:, full, self.T - self.pad:] = fill
+        return out
+
+    def join(self, xt, out):
+        """Writes chunk-layout xt (B, T, N, C) into token-layout out (B, L, C)."""
+        B, T, N, C = xt.shape
+        by_chunk = xt.transpose(1, 2)
+        full = self.L // T
+        out[:, :full * T] = by_chunk[:, :full].reshape(B, full * T, C)
+        if self.pad:
+            out[:, full * T:] = by_chunk[:, full, :T - self.pad]
 
 
-def _decayed_sums(key, vals, w, pos, reverse):
-    """One direction's decayed sums of exp(key)*val for each val, sharing one scale:
-    returns (scale, [weights, *vals]) with sum = mantissa * exp(scale); the first mantissa
-    (sum of weights alone) is 1, or 0 where the sum is empty."""
-    log_w = _excl_logsum(key, w, pos, reverse)
-    nonempty = torch.isfinite(log_w)
-    scale = torch.where(nonempty, log_w, torch.zeros_like(log_w))
-    mantissas = [nonempty.to(key.dtype)]
-    for val in vals:
-        low = val.amin(dim=1, keepdim=True)
-        shifted = _excl_logsum(key + torch.log(val - low), w, pos, reverse)
-        mantissas.append((torch.exp(shifted - scale) + low) * mantissas[0])
-    return scale, mantissas
+def _scan(a, vals, seed_a, seed_m, reverse):
+    """Exclusive running-max scan along dim 1 of a (B, T, N, C).
+
+    a[j] is the key of position j shifted by +j*w (past; -j*w for the future), so a sum's
+    scale is its largest a plus a decay that depends on j alone. seed_a (B, N, C) and
+    seed_m (nv, B, N, C) are the scale and mantissas of the state that enters each slice
+    before its first position (after its last one for reverse). vals are (B, T, N, C)
+    values, None standing for 1. Returns A (B, T, N, C), the largest a over the positions
+    before each one (seed included), and H (nv, B, T, N, C): sum = H * exp(A + decay)."""
+    T = a.shape[1]
+    nxt = -1 if reverse else 1
+    first, last = (T - 1, 0) if reverse else (0, T - 1)
+    steps = range(first, last, nxt)
+    # running maximum: Ain[j] before position j, Aout[j] after it
+    A = torch.empty((a.shape[0], T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
+    head = T if reverse else 0
+    A[:, head] = seed_a
+    for j in range(first, last + nxt, nxt):
+        torch.maximum(A[:, j + (reverse)], a[:, j], out=A[:, j + (not reverse)])
+    A_in, A_out = (A[:, 1:], A[:, :-1]) if reverse else (A[:, :-1], A[:, 1:])
+    r = torch.sub(A_in, A_out).exp_()       # rescaling of the sum so far, exp(<= 0)
+    q = torch.sub(a, A_out).exp_()          # weight of the position itself, exp(<= 0)
+    # H[j] = r[j-1] * H[j-1] + q[j-1] * val[j-1] (past direction; mirrored for the future)
+    H = torch.empty((len(vals),) + a.shape, device=a.device, dtype=a.dtype)
+    src, dst = (slice(1, None), slice(0, T - 1)) if reverse else (slice(0, T - 1), slice(1, None))
+    for n, val in enumerate(vals):
+        if val is None:
+            H[n, :, dst] = q[:, src]
+        else:
+            torch.mul(q[:, src], val[:, src], out=H[n, :, dst])
+    H[:, :, first] = seed_m
+    for j in steps:
+        H[:, :, j + nxt].addcmul_(H[:, :, j], r[:, j])
+    return A_in, H
 
 
-def _forward_sums(w, u, k, v):
-    """(pos, past, future, y, log den); past/future as _decayed_sums returns them for v."""
-    pos = torch.arange(k.shape[1], device=k.device, dtype=k.dtype)[:, None]
-    past = _decayed_sums(k, [v], w, pos, reverse=False)
-    fut = _decayed_sums(k, [v], w, pos, reverse=True)
-    s = u + k
-    m = torch.maximum(torch.maximum(past[0], fut[0]), s)
-    es = torch.exp(s - m)
-    den, num = es, v * es
-    for scale, (one, val) in (past, fut):
-        den = den + _times_exp(one, scale - m)
-        num = num + _times_exp(val, scale - m)
-    return pos, past, fut, num / den, m + torch.log(den)
+def _decayed_sums(key, vals, w, j, reverse):
+    """Exclusive decayed sums of exp(key) * val at every position of chunk-layout key
+    (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C)), the
+    sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0."""
+    B, T, N, C = key.shape
+    sign = -1.0 if reverse else 1.0
+    a = key + sign * j * w                                        # (B, T, N, C)
+    seed_a = torch.full((B, N, C), NEG, device=key.device, dtype=key.dtype)
+    seed_m = torch.zeros((len(vals), B, N, C), device=key.device, dtype=key.dtype)
+    if N > 1:
+        # 1. chunk totals, decayed to the chunk's last (past) or first (future) token
+        top = a.amax(dim=1, keepdim=True)
+        e = torch.sub(a, top).exp_()
+        totals = torch.stack([e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1)
+                              for val in vals])
+        top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
+        del e
+        # 2. the state entering each chunk: the same scan over the chunk axis, decay T*w
+        c = torch.arange(N, device=key.device, dtype=key.dtype)[:, None]
+        a_c = (top + sign * c * (T * w))[:, :, None]                    # (B, N, 1, C)
+        A_c, H_c = _scan(a_c, list(totals[:, :, :, None]), seed_a[:, :1], seed_m[:, :, :1], reverse)
+        # seed of position -1 (past) or T (future) of each chunk, in its chunk's a-offsets
+        seed_a = A_c[:, :, 0] + ((c + 1) * (T * w) - T * w if reverse else -(c - 1) * (T * w) - w)
+        seed_m = H_c[:, :, :, 0]
+    # 3. every position, all chunks at once
+    A, H = _scan(a, vals, seed_a, seed_m, reverse)
+    return A.add_((j + 1) * w if reverse else -(j - 1) * w), H
+
+
+def _forward_sums(w, u, kt, vt, j, keep):
+    """Forward over chunk-layout k, v in the accumulation dtype: y, and with keep also
+    everything the backward reuses (past and future sums, self weight, den, log den)."""
+    sP, (p1, pv) = _decayed_sums(kt, [None, vt], w, j, reverse=False)
+    sF, (f1, fv) = _decayed_sums(kt, [None, vt], w, j, reverse=True)
+    eS = kt + u
+    M = torch.maximum(sP, sF)
+    torch.maximum(M, eS, out=M)
+    eS.sub_(M).exp_()
+    eP = torch.sub(sP, M).exp_() if keep else sP.sub_(M).exp_()
+    eF = torch.sub(sF, M).exp_() if keep else sF.sub_(M).exp_()
+    den = torch.addcmul(eS, p1, eP).addcmul_(f1, eF)
+    y = torch.mul(vt, eS).addcmul_(pv, eP).addcmul_(fv, eF).div_(den)
+    if not keep:
+        return y
+    return y, (sP, p1, pv), (sF, f1, fv), eS, den, M.add_(torch.log(den))
+
+
+def _backward_sums(w, u, kt, vt, gt, j, pad):
+    """Gradients (gw, gu, gk, gv) of sum(g * y) for one channel block in chunk layout
+    (gk, gv in chunk layout). Works in place on its temporaries to keep few alive."""
+    y, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, j, keep=True)
+    key = lden.neg_()                                             # z_t = g_t * e^{-lden_t}
+    if pad:
+        key[:, key.shape[1] - pad:, -1] = float("-inf")          # padding adds nothing
+    gy = gt * y
+    sGp, (gp, hp) = _decayed_sums(key, [gt, gy], w, j, reverse=False)
+    sGf, (gf, hf) = _decayed_sums(key, [gt, gy], w, j, reverse=True)
+    del key, gy
+    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)], each
+    # product under the scale e^{sG + sP - w}: a weight over a den, <= 1
+    dims = (0, 1, 2)
+    gw = pv.mul_(gf).sub_(p1.mul_(hf)).mul_(sP.add_(sGf).sub_(w).exp_()).sum(dims)
+    gw += fv.mul_(gp).sub_(f1.mul_(hp)).mul_(sF.add_(sGp).sub_(w).exp_()).sum(dims)
+    gw.neg_()
+    del sP, p1, pv, sF, f1, fv
+    # e^k G and e^k H with G = G<- + G->, under the scales e^{k + sG} <= 1
+    ek = sGp.add_(kt).exp_()
+    ekG, ekH = gp.mul_(ek), hp.mul_(ek)
+    ek = sGf.add_(kt).exp_()
+    ekG.addcmul_(gf, ek)
+    ekH.addcmul_(hf, ek)
+    selfw = eS.mul_(gt).div_(den)                                 # g_t * self weight / den_t
+    sy = y.mul_(selfw)
+    gu = torch.linalg.vecdot(selfw, vt, dim=1).sum((0, 1)) - sy.sum(dims)
+    gv = ekG.add_(selfw)
+    gk = ekH.neg_().addcmul_(vt, gv).sub_(sy)
+    return gw, gu, gk, gv
 
 
 def bi_wkv_fwd_torch(w, u, k, v):
     """Returns (y, saved) with y in k's dtype; nothing extra is saved."""
     acc = _acc_dtype(w, k)
+    chunks = _Chunks(k.shape[1], k.device, acc)
     y = torch.empty_like(k)
     for c in _channel_blocks(k.shape):
-        y[..., c] = _forward_sums(w[c].to(acc), u[c].to(acc), k[..., c].to(acc), v[..., c].to(acc))[3]
+        kt = chunks.split(k[..., c], acc, fill=float("-inf"))
+        vt = chunks.split(v[..., c], acc)
+        chunks.join(_forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks.j, keep=False), y[..., c])
     return y, ()
 
 
 def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
     """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed."""
     acc = _acc_dtype(w, k)
+    chunks = _Chunks(k.shape[1], k.device, acc)
     gw, gu = torch.empty_like(w), torch.empty_like(u)
     gk, gv = torch.empty_like(k), torch.empty_like(v)
     for c in _channel_blocks(k.shape):
-        gw[c], gu[c], gk[..., c], gv[..., c] = _backward_block(
-            *(t.to(acc) for t in (w[c], u[c], k[..., c], v[..., c], gy[..., c])))
-    return gw, gu, gk, gv
-
-
-def _backward_block(w_, u_, k_, v_, g):
-    pos, past, fut, y_, lden = _forward_sums(w_, u_, k_, v_)
-    gy_ = g * y_
-    ek_g = ek_h = gw = 0
-    # G (value g) and H (value g*y) over key -log(den); the G/H half summed over t > i pairs
-    # with the forward past sums P and the half over t < i with the future sums F:
-    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)]
-    for reverse, (fscale, (f_one, f_v)) in ((True, past), (False, fut)):
-        scale, (_, gm, hm) = _decayed_sums(-lden, [g, gy_], w_, pos, reverse)
-        ek_g = ek_g + _times_exp(gm, k_ + scale)                        # e^k * G
-        ek_h = ek_h + _times_exp(hm, k_ + scale)                        # e^k * H
-        gw = gw - _times_exp(gm * f_v - hm * f_one, scale + fscale - w_).sum(dim=(0, 1))
-        del scale, gm, hm
-    self_w = g * torch.exp(u_ + k_ - lden)                              # g_t * self weight / den_t
-    gv = ek_g + self_w
-    gk = v_ * ek_g - ek_h + self_w * (v_ - y_)
-    gu = (self_w * (v_ - y_)).sum(dim=(0, 1))
+        kt = chunks.split(k[..., c], acc, fill=float("-inf"))
+        vt = chunks.split(v[..., c], acc)
+        gt = chunks.split(gy[..., c], acc)
+        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks.j, chunks.pad)
+        chunks.join(gkt, gk[..., c])
+        chunks.join(gvt, gv[..., c])
     return gw, gu, gk, gv
