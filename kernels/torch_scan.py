@@ -99,31 +99,28 @@ def _scan(a, vals, seed_a, seed_m, reverse):
     before its first position (after its last one for reverse). vals are (B, T, N, C)
     values, None standing for 1. Returns A (B, T, N, C), the largest a over the positions
     before each one (seed included), and H (nv, B, T, N, C): sum = H * exp(A + decay)."""
-    T = a.shape[1]
-    nxt = -1 if reverse else 1
-    first, last = (T - 1, 0) if reverse else (0, T - 1)
-    steps = range(first, last, nxt)
-    # running maximum: Ain[j] before position j, Aout[j] after it
-    A = torch.empty((a.shape[0], T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
-    head = T if reverse else 0
-    A[:, head] = seed_a
-    for j in range(first, last + nxt, nxt):
-        torch.maximum(A[:, j + (reverse)], a[:, j], out=A[:, j + (not reverse)])
-    A_in, A_out = (A[:, 1:], A[:, :-1]) if reverse else (A[:, :-1], A[:, 1:])
-    r = torch.sub(A_in, A_out).exp_()       # rescaling of the sum so far, exp(<= 0)
-    q = torch.sub(a, A_out).exp_()          # weight of the position itself, exp(<= 0)
-    # H[j] = r[j-1] * H[j-1] + q[j-1] * val[j-1] (past direction; mirrored for the future)
-    H = torch.empty((len(vals),) + a.shape, device=a.device, dtype=a.dtype)
-    src, dst = (slice(1, None), slice(0, T - 1)) if reverse else (slice(0, T - 1), slice(1, None))
-    for n, val in enumerate(vals):
-        if val is None:
-            H[n, :, dst] = q[:, src]
-        else:
-            torch.mul(q[:, src], val[:, src], out=H[n, :, dst])
-    H[:, :, first] = seed_m
+    B, T = a.shape[:2]
+    # slot s of A and H holds the state between positions s-1 and s: slot 0 (slot T for
+    # reverse) is the seed, and position j moves the state from its "in" slot to "out"
+    into, out = (slice(1, None), slice(0, T)) if reverse else (slice(0, T), slice(1, None))
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    A = torch.empty((B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
+    A[:, T if reverse else 0] = seed_a
+    A_in, A_out, a_j = A[:, into].unbind(1), A[:, out].unbind(1), a.unbind(1)
     for j in steps:
-        H[:, :, j + nxt].addcmul_(H[:, :, j], r[:, j])
-    return A_in, H
+        torch.maximum(A_in[j], a_j[j], out=A_out[j])
+    # every rescaling at once: of the state so far (r) and of the position's own value (q)
+    r = torch.sub(A[:, into], A[:, out]).exp_()
+    H = torch.empty((len(vals), B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
+    H[:, :, T if reverse else 0] = seed_m
+    q = torch.sub(a, A[:, out], out=H[0, :, out]).exp_()
+    for n in range(len(vals) - 1, -1, -1):
+        if vals[n] is not None:
+            torch.mul(q, vals[n], out=H[n, :, out])
+    H_in, H_out, r_j = H[:, :, into].unbind(2), H[:, :, out].unbind(2), r.unbind(1)
+    for j in steps:
+        H_out[j].addcmul_(H_in[j], r_j[j])
+    return A[:, into], H[:, :, into]
 
 
 def _decayed_sums(key, vals, w, j, reverse):
