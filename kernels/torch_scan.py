@@ -123,40 +123,53 @@ def _scan(a, vals, seed_a, seed_m, reverse):
     return A[:, into], H[:, :, into]
 
 
-def _decayed_sums(key, vals, w, j, reverse):
+def _decayed_sums(key, vals, w, j, reverse, seeds=None):
     """Exclusive decayed sums of exp(key) * val at every position of chunk-layout key
-    (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C)), the
-    sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0."""
+    (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C), seeds),
+    the sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0.
+    seeds (the state entering each chunk: (B, N, C) and (nv, B, N, C)) are computed from
+    the chunk totals unless given, as the backward gives those of the forward."""
     B, T, N, C = key.shape
     sign = -1.0 if reverse else 1.0
     a = key + sign * j * w                                        # (B, T, N, C)
-    seed_a = torch.full((B, N, C), NEG, device=key.device, dtype=key.dtype)
-    seed_m = torch.zeros((len(vals), B, N, C), device=key.device, dtype=key.dtype)
-    if N > 1:
-        # 1. chunk totals, decayed to the chunk's last (past) or first (future) token
-        top = a.amax(dim=1, keepdim=True)
-        e = torch.sub(a, top).exp_()
-        totals = torch.stack([e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1)
-                              for val in vals])
-        top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
-        del e
-        # 2. the state entering each chunk: the same scan over the chunk axis, decay T*w
-        c = torch.arange(N, device=key.device, dtype=key.dtype)[:, None]
-        a_c = (top + sign * c * (T * w))[:, :, None]                    # (B, N, 1, C)
-        A_c, H_c = _scan(a_c, list(totals[:, :, :, None]), seed_a[:, :1], seed_m[:, :, :1], reverse)
-        # seed of position -1 (past) or T (future) of each chunk, in its chunk's a-offsets
-        seed_a = A_c[:, :, 0] + ((c + 1) * (T * w) - T * w if reverse else -(c - 1) * (T * w) - w)
-        seed_m = H_c[:, :, :, 0]
-    # 3. every position, all chunks at once
-    A, H = _scan(a, vals, seed_a, seed_m, reverse)
-    return A.add_((j + 1) * w if reverse else -(j - 1) * w), H
+    if seeds is None:
+        seeds = _chunk_seeds(a, vals, w, reverse)
+    A, H = _scan(a, vals, *seeds, reverse)                        # 3. every position
+    return A.add_((j + 1) * w if reverse else -(j - 1) * w), H, seeds
 
 
-def _forward_sums(w, u, kt, vt, j, keep):
-    """Forward over chunk-layout k, v in the accumulation dtype: y, and with keep also
-    everything the backward reuses (past and future sums, self weight, den, log den)."""
-    sP, (p1, pv) = _decayed_sums(kt, [None, vt], w, j, reverse=False)
-    sF, (f1, fv) = _decayed_sums(kt, [None, vt], w, j, reverse=True)
+def _chunk_seeds(a, vals, w, reverse):
+    """Scale (B, N, C) and mantissas (nv, B, N, C) of the sum entering each chunk before
+    its first position (past) or after its last one (future), in the chunk's a-offsets."""
+    B, T, N, C = a.shape
+    seed_a = torch.full((B, N, C), NEG, device=a.device, dtype=a.dtype)
+    seed_m = torch.zeros((len(vals), B, N, C), device=a.device, dtype=a.dtype)
+    if N == 1:
+        return seed_a, seed_m
+    # 1. chunk totals, decayed to the chunk's last (past) or first (future) position
+    top = a.amax(dim=1, keepdim=True)
+    e = torch.sub(a, top).exp_()
+    totals = torch.stack([e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1) for val in vals])
+    del e
+    top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
+    # 2. the same scan over the chunk axis (decay T*w) carries them from chunk to chunk
+    c = torch.arange(N, device=a.device, dtype=a.dtype)[:, None]
+    a_c = (top - c * (T * w) if reverse else top + c * (T * w))[:, :, None]   # (B, N, 1, C)
+    A_c, H_c = _scan(a_c, list(totals[:, :, :, None]), seed_a[:, :1], seed_m[:, :, :1], reverse)
+    # the sum entering chunk c, as a virtual position -1 (past) or T (future) of it
+    seed_a = A_c[:, :, 0] + (c * (T * w) if reverse else -(c - 1) * (T * w) - w)
+    return seed_a, H_c[:, :, :, 0]
+
+
+def _forward_sums(w, u, kt, vt, j, seeds=None, yt=None):
+    """Forward over chunk-layout k, v in the accumulation dtype.
+
+    Without seeds: (y, seeds of both directions). With the forward's seeds (backward):
+    everything the backward reuses: y (recomputed unless yt is given), the past and
+    future sums, the self weight e^{u+k-M}, den and log den (den = its sum * e^{-M})."""
+    keep = seeds is not None
+    sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, j, False, seeds and seeds[0])
+    sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, j, True, seeds and seeds[1])
     eS = kt + u
     M = torch.maximum(sP, sF)
     torch.maximum(M, eS, out=M)
@@ -164,22 +177,23 @@ def _forward_sums(w, u, kt, vt, j, keep):
     eP = torch.sub(sP, M).exp_() if keep else sP.sub_(M).exp_()
     eF = torch.sub(sF, M).exp_() if keep else sF.sub_(M).exp_()
     den = torch.addcmul(eS, p1, eP).addcmul_(f1, eF)
-    y = torch.mul(vt, eS).addcmul_(pv, eP).addcmul_(fv, eF).div_(den)
+    if yt is None:
+        yt = torch.mul(vt, eS).addcmul_(pv, eP).addcmul_(fv, eF).div_(den)
     if not keep:
-        return y
-    return y, (sP, p1, pv), (sF, f1, fv), eS, den, M.add_(torch.log(den))
+        return yt, (seeds_p, seeds_f)
+    return yt, (sP, p1, pv), (sF, f1, fv), eS, den, M.add_(torch.log(den))
 
 
-def _backward_sums(w, u, kt, vt, gt, j, pad):
+def _backward_sums(w, u, kt, vt, gt, j, pad, seeds, yt):
     """Gradients (gw, gu, gk, gv) of sum(g * y) for one channel block in chunk layout
     (gk, gv in chunk layout). Works in place on its temporaries to keep few alive."""
-    y, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, j, keep=True)
+    yt, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, j, seeds, yt)
     key = lden.neg_()                                             # z_t = g_t * e^{-lden_t}
     if pad:
         key[:, key.shape[1] - pad:, -1] = float("-inf")          # padding adds nothing
-    gy = gt * y
-    sGp, (gp, hp) = _decayed_sums(key, [gt, gy], w, j, reverse=False)
-    sGf, (gf, hf) = _decayed_sums(key, [gt, gy], w, j, reverse=True)
+    gy = gt * yt
+    sGp, (gp, hp), _ = _decayed_sums(key, [gt, gy], w, j, reverse=False)
+    sGf, (gf, hf), _ = _decayed_sums(key, [gt, gy], w, j, reverse=True)
     del key, gy
     # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)], each
     # product under the scale e^{sG + sP - w}: a weight over a den, <= 1
@@ -195,7 +209,7 @@ def _backward_sums(w, u, kt, vt, gt, j, pad):
     ekG.addcmul_(gf, ek)
     ekH.addcmul_(hf, ek)
     selfw = eS.mul_(gt).div_(den)                                 # g_t * self weight / den_t
-    sy = y.mul_(selfw)
+    sy = torch.mul(yt, selfw)
     gu = torch.linalg.vecdot(selfw, vt, dim=1).sum((0, 1)) - sy.sum(dims)
     gv = ekG.add_(selfw)
     gk = ekH.neg_().addcmul_(vt, gv).sub_(sy)
@@ -203,28 +217,39 @@ def _backward_sums(w, u, kt, vt, gt, j, pad):
 
 
 def bi_wkv_fwd_torch(w, u, k, v):
-    """Returns (y, saved) with y in k's dtype; nothing extra is saved."""
+    """Returns (y, saved) with y in k's dtype; saved holds the states entering each chunk
+    ((2, 3, B, N, C), small), so the backward skips the chunk totals of the forward."""
     acc = _acc_dtype(w, k)
     chunks = _Chunks(k.shape[1], k.device, acc)
     y = torch.empty_like(k)
+    seeds = torch.empty((2, 3, k.shape[0], chunks.N, k.shape[2]), device=k.device, dtype=acc)
     for c in _channel_blocks(k.shape):
         kt = chunks.split(k[..., c], acc, fill=float("-inf"))
         vt = chunks.split(v[..., c], acc)
-        chunks.join(_forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks.j, keep=False), y[..., c])
-    return y, ()
+        yt, block_seeds = _forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks.j)
+        chunks.join(yt, y[..., c])
+        for d, (seed_a, seed_m) in enumerate(block_seeds):
+            seeds[d, 0, ..., c] = seed_a
+            seeds[d, 1:, ..., c] = seed_m
+    return y, (seeds,)
 
 
 def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
-    """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed."""
+    """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed from the
+    saved chunk states, and y is reused where it holds the accumulation dtype."""
     acc = _acc_dtype(w, k)
     chunks = _Chunks(k.shape[1], k.device, acc)
+    seeds = saved[0]
     gw, gu = torch.empty_like(w), torch.empty_like(u)
     gk, gv = torch.empty_like(k), torch.empty_like(v)
     for c in _channel_blocks(k.shape):
         kt = chunks.split(k[..., c], acc, fill=float("-inf"))
         vt = chunks.split(v[..., c], acc)
         gt = chunks.split(gy[..., c], acc)
-        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks.j, chunks.pad)
+        yt = chunks.split(y[..., c], acc) if y.dtype == acc else None
+        block_seeds = [(seeds[d, 0, ..., c], seeds[d, 1:, ..., c]) for d in range(2)]
+        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks.j, chunks.pad,
+                                               block_seeds, yt)
         chunks.join(gkt, gk[..., c])
         chunks.join(gvt, gv[..., c])
     return gw, gu, gk, gv
