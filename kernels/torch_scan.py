@@ -33,12 +33,14 @@ run over blocks of channels: the temporaries stay a few times the block's size, 
 whole (B, L, C) tensor's.
 """
 
-import math
 
 import torch
 
 # Elements (B * L * channels) per channel block.
 BLOCK_ELEMENTS = 1 << 21
+# Positions per chunk: each scan steps through CHUNK positions of all chunks at once, and
+# the chunk totals (L / CHUNK of them) are carried by the same algorithm one level down.
+CHUNK = 32
 # log-scale of an empty sum: finite, so that exp(NEG - NEG) = 1 and exp(NEG - x) = 0.
 NEG = -1e30
 
@@ -53,17 +55,13 @@ def _acc_dtype(w: torch.Tensor, k: torch.Tensor) -> torch.dtype:
     return torch.float64 if torch.float64 in (w.dtype, k.dtype) else torch.float32
 
 
-def _chunk_len(L: int) -> int:
-    """Tokens per chunk: about sqrt(L), so both scans take about sqrt(L) steps."""
-    return max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
-
-
 class _Chunks:
     """Token layout (B, L, C) <-> chunk layout (B, T, N, C): position j of chunk n is token
-    n*T + j; the last chunk is padded. Slices along T are contiguous for the scans."""
+    n*T + j, T = min(L, CHUNK); the last chunk is padded. Slices along T are contiguous
+    for the scans."""
 
     def __init__(self, L, device, dtype):
-        self.L, self.T = L, _chunk_len(L)
+        self.L, self.T = L, min(L, CHUNK)
         self.N = -(-L // self.T)
         self.pad = self.N * self.T - L
         self.j = torch.arange(self.T, device=device, dtype=dtype)[:, None, None]   # (T, 1, 1)
@@ -80,14 +78,17 @@ class _Chunks:
             by_chunk[:, full, self.T - self.pad:] = fill
         return out
 
-    def join(self, xt, out):
-        """Writes chunk-layout xt (B, T, N, C) into token-layout out (B, L, C)."""
+    def join(self, xt, out=None):
+        """chunk-layout xt (B, T, N, C) -> token layout (B, L, C), written into out if given."""
         B, T, N, C = xt.shape
+        if out is None:
+            out = xt.new_empty((B, self.L, C))
         by_chunk = xt.transpose(1, 2)
         full = self.L // T
         out[:, :full * T] = by_chunk[:, :full].reshape(B, full * T, C)
         if self.pad:
             out[:, full * T:] = by_chunk[:, full, :T - self.pad]
+        return out
 
 
 def _scan(a, vals, seed_a, seed_m, reverse):
@@ -123,18 +124,17 @@ def _scan(a, vals, seed_a, seed_m, reverse):
     return A[:, into], H[:, :, into]
 
 
-def _decayed_sums(key, vals, w, j, reverse, seeds=None):
+def _decayed_sums(key, vals, w, chunks, reverse, seeds=None):
     """Exclusive decayed sums of exp(key) * val at every position of chunk-layout key
     (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C), seeds),
     the sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0.
     seeds (the state entering each chunk: (B, N, C) and (nv, B, N, C)) are computed from
     the chunk totals unless given, as the backward gives those of the forward."""
-    B, T, N, C = key.shape
-    sign = -1.0 if reverse else 1.0
-    a = key + sign * j * w                                        # (B, T, N, C)
+    j = chunks.j
+    a = key - j * w if reverse else key + j * w                  # (B, T, N, C)
     if seeds is None:
         seeds = _chunk_seeds(a, vals, w, reverse)
-    A, H = _scan(a, vals, *seeds, reverse)                        # 3. every position
+    A, H = _scan(a, vals, *seeds, reverse)
     return A.add_((j + 1) * w if reverse else -(j - 1) * w), H, seeds
 
 
@@ -142,34 +142,34 @@ def _chunk_seeds(a, vals, w, reverse):
     """Scale (B, N, C) and mantissas (nv, B, N, C) of the sum entering each chunk before
     its first position (past) or after its last one (future), in the chunk's a-offsets."""
     B, T, N, C = a.shape
-    seed_a = torch.full((B, N, C), NEG, device=a.device, dtype=a.dtype)
-    seed_m = torch.zeros((len(vals), B, N, C), device=a.device, dtype=a.dtype)
     if N == 1:
-        return seed_a, seed_m
-    # 1. chunk totals, decayed to the chunk's last (past) or first (future) position
+        return (torch.full((B, N, C), NEG, device=a.device, dtype=a.dtype),
+                torch.zeros((len(vals), B, N, C), device=a.device, dtype=a.dtype))
+    # chunk totals, decayed to the chunk's last (past) or first (future) position
     top = a.amax(dim=1, keepdim=True)
     e = torch.sub(a, top).exp_()
-    totals = torch.stack([e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1) for val in vals])
+    totals = [e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1) for val in vals]
     del e
     top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
-    # 2. the same scan over the chunk axis (decay T*w) carries them from chunk to chunk
-    c = torch.arange(N, device=a.device, dtype=a.dtype)[:, None]
-    a_c = (top - c * (T * w) if reverse else top + c * (T * w))[:, :, None]   # (B, N, 1, C)
-    A_c, H_c = _scan(a_c, list(totals[:, :, :, None]), seed_a[:, :1], seed_m[:, :, :1], reverse)
-    # the sum entering chunk c, as a virtual position -1 (past) or T (future) of it
-    seed_a = A_c[:, :, 0] + (c * (T * w) if reverse else -(c - 1) * (T * w) - w)
-    return seed_a, H_c[:, :, :, 0]
+    # the sums over the chunks before (after) each one: the same problem, N tokens long,
+    # with decay T*w between neighbours
+    chunks = _Chunks(N, a.device, a.dtype)
+    scale, H, _ = _decayed_sums(chunks.split(top, a.dtype, fill=float("-inf")),
+                                [chunks.split(t, a.dtype) for t in totals], T * w, chunks, reverse)
+    # as a virtual position -1 (past) or T (future) of the chunk it enters
+    scale = chunks.join(scale).sub_(T * w if reverse else w)
+    return scale, torch.stack([chunks.join(h) for h in H])
 
 
-def _forward_sums(w, u, kt, vt, j, seeds=None, yt=None):
+def _forward_sums(w, u, kt, vt, chunks, seeds=None, yt=None):
     """Forward over chunk-layout k, v in the accumulation dtype.
 
     Without seeds: (y, seeds of both directions). With the forward's seeds (backward):
     everything the backward reuses: y (recomputed unless yt is given), the past and
     future sums, the self weight e^{u+k-M}, den and log den (den = its sum * e^{-M})."""
     keep = seeds is not None
-    sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, j, False, seeds and seeds[0])
-    sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, j, True, seeds and seeds[1])
+    sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, chunks, False, seeds and seeds[0])
+    sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, chunks, True, seeds and seeds[1])
     eS = kt + u
     M = torch.maximum(sP, sF)
     torch.maximum(M, eS, out=M)
@@ -184,16 +184,16 @@ def _forward_sums(w, u, kt, vt, j, seeds=None, yt=None):
     return yt, (sP, p1, pv), (sF, f1, fv), eS, den, M.add_(torch.log(den))
 
 
-def _backward_sums(w, u, kt, vt, gt, j, pad, seeds, yt):
+def _backward_sums(w, u, kt, vt, gt, chunks, seeds, yt):
     """Gradients (gw, gu, gk, gv) of sum(g * y) for one channel block in chunk layout
     (gk, gv in chunk layout). Works in place on its temporaries to keep few alive."""
-    yt, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, j, seeds, yt)
+    yt, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, chunks, seeds, yt)
     key = lden.neg_()                                             # z_t = g_t * e^{-lden_t}
-    if pad:
-        key[:, key.shape[1] - pad:, -1] = float("-inf")          # padding adds nothing
+    if chunks.pad:
+        key[:, chunks.T - chunks.pad:, -1] = float("-inf")          # padding adds nothing
     gy = gt * yt
-    sGp, (gp, hp), _ = _decayed_sums(key, [gt, gy], w, j, reverse=False)
-    sGf, (gf, hf), _ = _decayed_sums(key, [gt, gy], w, j, reverse=True)
+    sGp, (gp, hp), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=False)
+    sGf, (gf, hf), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=True)
     del key, gy
     # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)], each
     # product under the scale e^{sG + sP - w}: a weight over a den, <= 1
@@ -226,7 +226,7 @@ def bi_wkv_fwd_torch(w, u, k, v):
     for c in _channel_blocks(k.shape):
         kt = chunks.split(k[..., c], acc, fill=float("-inf"))
         vt = chunks.split(v[..., c], acc)
-        yt, block_seeds = _forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks.j)
+        yt, block_seeds = _forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks)
         chunks.join(yt, y[..., c])
         for d, (seed_a, seed_m) in enumerate(block_seeds):
             seeds[d, 0, ..., c] = seed_a
@@ -248,7 +248,7 @@ def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
         gt = chunks.split(gy[..., c], acc)
         yt = chunks.split(y[..., c], acc) if y.dtype == acc else None
         block_seeds = [(seeds[d, 0, ..., c], seeds[d, 1:, ..., c]) for d in range(2)]
-        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks.j, chunks.pad,
+        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks,
                                                block_seeds, yt)
         chunks.join(gkt, gk[..., c])
         chunks.join(gvt, gv[..., c])
