@@ -37,10 +37,14 @@ whole (B, L, C) tensor's.
 import torch
 
 # Elements (B * L * channels) per channel block.
-BLOCK_ELEMENTS = 1 << 21
+BLOCK_ELEMENTS = 1 << 22
 # Positions per chunk: each scan steps through CHUNK positions of all chunks at once, and
 # the chunk totals (L / CHUNK of them) are carried by the same algorithm one level down.
 CHUNK = 32
+# Elements per step of a scan loop: below torch's parallel grain (32768), so the many short
+# steps run on the calling thread and never wait at a thread barrier (which costs
+# milliseconds per step on a busy machine), and a piece's steps stay in cache.
+STEP_ELEMENTS = 32768
 # log-scale of an empty sum: finite, so that exp(NEG - NEG) = 1 and exp(NEG - x) = 0.
 NEG = -1e30
 
@@ -91,6 +95,13 @@ class _Chunks:
         return out
 
 
+def _pieces(a, copies=1):
+    """Slices of the chunk axis of a (B, T, N, C) whose steps touch at most STEP_ELEMENTS."""
+    B, T, N, C = a.shape
+    per = max(1, STEP_ELEMENTS // (copies * B * C))
+    return [slice(n, n + per) for n in range(0, N, per)]
+
+
 def _scan(a, vals, seed_a, seed_m, reverse):
     """Exclusive running-max scan along dim 1 of a (B, T, N, C).
 
@@ -107,9 +118,10 @@ def _scan(a, vals, seed_a, seed_m, reverse):
     steps = range(T - 1, -1, -1) if reverse else range(T)
     A = torch.empty((B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
     A[:, T if reverse else 0] = seed_a
-    A_in, A_out, a_j = A[:, into].unbind(1), A[:, out].unbind(1), a.unbind(1)
-    for j in steps:
-        torch.maximum(A_in[j], a_j[j], out=A_out[j])
+    for n in _pieces(a):
+        A_in, A_out, a_j = A[:, into, n].unbind(1), A[:, out, n].unbind(1), a[:, :, n].unbind(1)
+        for j in steps:
+            torch.maximum(A_in[j], a_j[j], out=A_out[j])
     # every rescaling at once: of the state so far (r) and of the position's own value (q)
     r = torch.sub(A[:, into], A[:, out]).exp_()
     H = torch.empty((len(vals), B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
@@ -118,9 +130,10 @@ def _scan(a, vals, seed_a, seed_m, reverse):
     for n in range(len(vals) - 1, -1, -1):
         if vals[n] is not None:
             torch.mul(q, vals[n], out=H[n, :, out])
-    H_in, H_out, r_j = H[:, :, into].unbind(2), H[:, :, out].unbind(2), r.unbind(1)
-    for j in steps:
-        H_out[j].addcmul_(H_in[j], r_j[j])
+    for n in _pieces(a, len(vals)):
+        H_in, H_out, r_j = H[:, :, into, n].unbind(2), H[:, :, out, n].unbind(2), r[:, :, n].unbind(1)
+        for j in steps:
+            H_out[j].addcmul_(H_in[j], r_j[j])
     return A[:, into], H[:, :, into]
 
 
