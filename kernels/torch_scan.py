@@ -52,7 +52,7 @@ BLOCK_ELEMENTS = 1 << 22
 # Positions per chunk: each scan steps through CHUNK positions of all chunks at once, and
 # the chunk totals (L / CHUNK of them) are carried by the same algorithm one level down.
 CHUNK = 32
-# Elements per step of a scan loop: below torch's parallel grain (32768), so the many short
+# Elements per step of a CPU scan loop: below torch's parallel grain (32768), so the many short
 # steps run on the calling thread and never wait at a thread barrier (which costs
 # milliseconds per step on a busy machine), and a piece's steps stay in cache.
 STEP_ELEMENTS = 32768
@@ -107,8 +107,11 @@ class _Chunks:
 
 
 def _pieces(a, copies=1):
-    """Slices of the chunk axis of a (B, T, N, C) whose steps touch at most STEP_ELEMENTS."""
+    """Slices of the chunk axis of a (B, T, N, C) whose steps touch at most STEP_ELEMENTS
+    on the CPU (on a GPU every piece would be one more kernel launch: one piece)."""
     B, T, N, C = a.shape
+    if a.device.type != "cpu":
+        return [slice(None)]
     per = max(1, STEP_ELEMENTS // (copies * B * C))
     return [slice(n, n + per) for n in range(0, N, per)]
 
