@@ -193,7 +193,8 @@ def _forward_sums(w, u, kt, vt, chunks, seeds=None, yt=None):
 
     Without seeds: (y, seeds of both directions). With the forward's seeds (backward):
     everything the backward reuses: y (recomputed unless yt is given), the past and
-    future sums, the self weight e^{u+k-M}, den and log den (den = its sum * e^{-M})."""
+    future sums, and with M the largest scale at each token, e^{u+k-M}, den * e^{-M} and
+    log(den)."""
     keep = seeds is not None
     sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, chunks, False, seeds and seeds[0])
     sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, chunks, True, seeds and seeds[1])
