@@ -1,13 +1,17 @@
 """Bi-WKV against exact softmax attention over the same tokens, side by side.
 
 For each sequence length L (C channels, batch B) it times forward and backward of
-`bi_wkv` (each available O(L) backend) and of `scaled_dot_product_attention` (SD1.5's
-head layout: C/40 heads of 40 channels), measures the peak memory each needs beyond its
-inputs, prints the ratios and the fitted scaling exponent of each (time ~ L^p), and
-writes a Markdown report (machine named), a JSON file and a PNG plot to bench/results/.
+`bi_wkv` (each available O(L) backend), of the plain cumulative-sum form of the same
+operator (a speed reference only: it overflows under strong decay or a wide key range)
+and of `scaled_dot_product_attention` (SD1.5's head layout: C/40 heads of 40 channels),
+measures the peak memory each needs beyond its inputs, prints the ratios (attention over
+each, the torch backend over the cumsum form) and the fitted scaling exponent of each
+(time ~ L^p), and writes a Markdown report (machine named), a JSON file and a PNG plot
+to bench/results/.
 
     python -m bench.biwkv_scaling                       # L = 1k..64k, C = 320, B = 2
     python -m bench.biwkv_scaling --lengths 1024 4096 --device cuda
+    OMP_NUM_THREADS=2 python -m bench.biwkv_scaling --lengths 4096 16384 --batch 1
 
 On the CPU every case runs in its own process, so the peak resident memory it reports
 is that case's own. Attention is skipped where its projected time exceeds --budget-s.
@@ -17,6 +21,7 @@ against the card's measured copy bandwidth.
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -32,6 +37,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 HEAD_DIM = 40  # SD1.5 attention: 8 heads of 40 channels at C = 320
 
 
+def bi_wkv_cumsum(w, u, k, v):
+    """Bi-WKV as plain cumulative sums of e^{k - max k} e^{+-i*w} (autograd backward): exact
+    in exact arithmetic and the least work in PyTorch, but e^{+-i*w} overflows once L*|w|
+    passes ~88 (float32) and e^{k - max k} underflows over a wide key range."""
+    L = k.shape[1]
+    pos = torch.arange(L, device=k.device, dtype=k.dtype)[:, None]
+    ek = torch.exp(k - k.amax(dim=1, keepdim=True))
+    up, down = torch.exp(pos * w), torch.exp(-pos * w)                    # e^{iw}, e^{-iw}
+
+    def past(x):    # sum_{i<t} e^{-(t-1-i)w} x_i
+        c = torch.cumsum(x * up, dim=1)
+        return torch.nn.functional.pad(c[:, :-1], (0, 0, 1, 0)) * down * torch.exp(w)
+
+    def future(x):  # sum_{i>t} e^{-(i-t-1)w} x_i
+        c = torch.cumsum((x * down).flip(1), dim=1).flip(1)
+        return torch.nn.functional.pad(c[:, 1:], (0, 0, 0, 1)) * up * torch.exp(w)
+
+    es, ekv = torch.exp(u) * ek, ek * v
+    return (past(ekv) + future(ekv) + es * v) / (past(ek) + future(ek) + es)
+
+
 def make_case(method, B, L, C, device, dtype):
     g = torch.Generator(device="cpu").manual_seed(0)
     if method == "sdpa":
@@ -42,6 +68,8 @@ def make_case(method, B, L, C, device, dtype):
     from vrwkv_editor.kernels import bi_wkv
     k, v = (torch.randn(B, L, C, generator=g).to(device, dtype).requires_grad_(True) for _ in range(2))
     w, u = (torch.full((C,), 1.0 / L, device=device).requires_grad_(True) for _ in range(2))
+    if method == "cumsum":
+        return (lambda: bi_wkv_cumsum(w, u, k, v)), (w, u, k, v)
     backend = method.split(":")[1]
     return (lambda: bi_wkv(w, u, k, v, backend=backend)), (w, u, k, v)
 
@@ -161,16 +189,18 @@ def measure(args, methods, dtype):
     return rows
 
 
-def report(args, rows, methods, machine, bandwidth):
+def report(args, rows, methods, machine, bandwidth, load):
     by = {(r["L"], r["method"]): r for r in rows}
     ours = [m for m in methods if m != "sdpa"]
     lines = [f"# Bi-WKV vs softmax attention: {machine}", "",
              f"B = {args.batch}, C = {args.channels}, dtype {args.dtype}, torch {torch.__version__}, "
              f"attention = scaled_dot_product_attention with {args.channels // HEAD_DIM} heads of {HEAD_DIM}. "
-             "Times are forward + backward; memory is the peak beyond the inputs.", ""]
+             "Times are forward + backward; memory is the peak beyond the inputs. "
+             f"{torch.get_num_threads()} threads; 1-minute load average {load[0]:.1f} at the start, "
+             f"{load[1]:.1f} at the end (how busy the machine was).", ""]
     head = "| L | " + " | ".join(f"{m} time (s) | {m} mem (MiB)" for m in methods)
-    head += " | " + " | ".join(f"sdpa/{m} time | sdpa/{m} mem" for m in ours) + " |"
-    lines += [head, "|" + "---|" * (1 + 2 * len(methods) + 2 * len(ours))]
+    head += " | " + " | ".join(f"sdpa/{m} time | sdpa/{m} mem" for m in ours) + " | torch/cumsum time |"
+    lines += [head, "|" + "---|" * (2 + 2 * len(methods) + 2 * len(ours))]
     for L in args.lengths:
         cells = []
         for m in methods:
@@ -183,6 +213,9 @@ def report(args, rows, methods, machine, bandwidth):
             else:
                 cells += [f"{(a['fwd_s'] + a['bwd_s']) / (r['fwd_s'] + r['bwd_s']):.2f}x",
                           f"{a['peak_bytes'] / max(r['peak_bytes'], 1):.2f}x"]
+        t, c = by[(L, "biwkv:torch")], by[(L, "cumsum")]
+        cells.append("-" if "skipped" in t or "skipped" in c else
+                     f"{(t['fwd_s'] + t['bwd_s']) / (c['fwd_s'] + c['bwd_s']):.2f}x")
         lines.append(f"| {L} | " + " | ".join(cells) + " |")
     lines += ["", "Fitted scaling exponent p (time ~ L^p, over the measured lengths >= 2048):", ""]
     exps = {}
@@ -248,21 +281,23 @@ def main(argv=None):
         print(json.dumps({"fwd_s": f, "bwd_s": b, "peak_bytes": p}))
         return
     from vrwkv_editor.kernels import triton_status
-    methods = ["biwkv:torch", "sdpa"]
+    methods = ["biwkv:torch", "cumsum", "sdpa"]
     if args.device == "cuda" and triton_status()[0] is not None:
         methods.insert(0, "biwkv:triton")
     machine = machine_name(args.device)
     print(f"Bi-WKV vs attention on {machine}: B={args.batch} C={args.channels} {args.dtype}", flush=True)
+    load_start = os.getloadavg()[0]
     rows = measure(args, methods, dtype)
     bandwidth = copy_bandwidth() if args.device == "cuda" else None
-    text, exps = report(args, rows, methods, machine, bandwidth)
+    load = (load_start, os.getloadavg()[0])
+    text, exps = report(args, rows, methods, machine, bandwidth, load)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     tag = f"{args.device}_{args.dtype}"
     (RESULTS / f"biwkv_scaling_{tag}.md").write_text(text)
     (RESULTS / f"biwkv_scaling_{tag}.json").write_text(json.dumps(
         {"machine": machine, "platform": platform.platform(), "torch": torch.__version__, "args": vars(args),
-         "rows": rows, "exponents": exps, "copy_bandwidth": bandwidth}, indent=1))
+         "rows": rows, "exponents": exps, "copy_bandwidth": bandwidth, "load_average": load}, indent=1))
     plot(RESULTS / f"biwkv_scaling_{tag}.png", args, rows, methods, machine)
     print(f"wrote bench/results/biwkv_scaling_{tag}.{{md,json,png}}")
 

@@ -5,30 +5,59 @@ Every decayed sum the operator needs has the form
     past[t]   = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i]
     future[t] = sum_{i>t} exp(-(i-t-1)*w + key[i]) * val[i]
 
-Pulling the decay out of the sum turns each one into one `torch.logcumsumexp` (a scan
-whose running maximum does the rescaling) over `key[i] + log(val[i]) +- i*w`: no loop
-over tokens and no exp of an unbounded value. Values are made non-negative by
-subtracting their minimum over the sequence (added back through the sum of the weights
-alone), so each sum is one scan, and all sums over one key share one scale: a sum is kept
-as `mantissa * exp(scale)` with scale = log(sum of weights). The offset i*w grows with
-L*|w|: while that stays small (Vision-RWKV passes w = decay / L) the scans run in float32,
-otherwise in float64, exact to ~1e-9 up to L*|w| ~ 1e7. Results come back in the input
-dtype.
+and is kept as `mantissa * exp(scale)`, the scale being the log of the sum's largest
+weight (a running maximum): every exp taken here has an exponent <= 0, so nothing
+overflows for any sign of w or size of key, and the largest term keeps full precision.
+
+The sums run in chunks of CHUNK = 32 positions (the three phases of
+../shared/reference/vrwkv-spec.md A.4), per direction:
+  1. each chunk's total: one max and one weighted sum over its positions, all at once;
+  2. the totals, a sequence L/32 long with decay 32*w, are carried from chunk to chunk by
+     this same algorithm one level down (L/1024 at the next level, and so on);
+  3. a scan over the 32 positions of every chunk at once, seeded with what enters it.
+A scan first steps its running maximum through the positions (one `torch.maximum` per
+step), then computes every rescaling factor in one vectorised pass, then steps the sums
+(one `addcmul_` per step). Its steps run in pieces below torch's parallel grain.
+Positions enter as offsets j*w from the chunk's start (at most 32*|w| at the first
+level, up to L*|w| at the last), each rounded once in the accumulation dtype.
+
+The accumulation dtype follows from the dtypes alone (no value is read back from the
+device): float64 inputs accumulate in float64, all others (fp32, fp16, bf16) in float32;
+results come back in k's dtype. Measured errors, relative to the largest magnitude of
+each output (tests/test_bi_wkv_torch.py asserts looser bounds for each):
+  - float32 at L = 65536, decays -5..5 over L (Vision-RWKV's scaling), |k| ~ 3: y 1.0e-6,
+    gradients <= 1.6e-6 (asserted: 3e-6). An offset's rounding enters an exponent, so the
+    error grows with |k| + 32*|w|: w = 40 with |k| up to 60 (L = 50) gives y 5e-6 and
+    gradients up to 8e-5.
+  - float64 against the dense oracle, |k| up to 60 and w from -2 to 40 (L = 50): y within
+    1e-14, gradients within 3e-13.
+  - fp16 / bf16 at L = 65536: the rounding of y and the gradients to the input dtype
+    (y 3.7e-4 / 2.9e-3, gradients <= 6e-4 / 3.1e-3 against float64 at the rounded inputs).
 
 Backward follows ../shared/reference/vrwkv-spec.md section B: the gradient sums G and H
 are the same decayed sums over key -log(den) with values g and g*y, and gw pairs their
 future (past) halves with the forward past (future) sums, so no distance-weighted scan
-is needed. Only the inputs are saved and the forward sums are recomputed. Channels are
-independent, so both passes run over blocks of channels: the float temporaries then
-stay a few times the block's size (and in cache), not the whole (B, L, C) tensor's.
+is needed; every product is formed under one combined scale that is <= 0. The forward
+saves only the states entering each chunk ((2, 3, B, L/32, C), 6/32 of k's elements); the
+backward recomputes the forward sums from them and reuses y where it holds the
+accumulation dtype. Channels are independent, so both passes run over blocks of channels:
+the temporaries stay a few times the block's size, not the whole (B, L, C) tensor's.
 """
+
 
 import torch
 
-# Largest L*|w| for which float32 scans keep ~1e-6 relative accuracy (the offset's ulp).
-FP32_MAX_SPAN = 16.0
 # Elements (B * L * channels) per channel block.
-BLOCK_ELEMENTS = 1 << 21
+BLOCK_ELEMENTS = 1 << 22
+# Positions per chunk: each scan steps through CHUNK positions of all chunks at once, and
+# the chunk totals (L / CHUNK of them) are carried by the same algorithm one level down.
+CHUNK = 32
+# Elements per step of a CPU scan loop: below torch's parallel grain (32768), so the many short
+# steps run on the calling thread and never wait at a thread barrier (which costs
+# milliseconds per step on a busy machine), and a piece's steps stay in cache.
+STEP_ELEMENTS = 32768
+# log-scale of an empty sum: finite, so that exp(NEG - NEG) = 1 and exp(NEG - x) = 0.
+NEG = -1e30
 
 
 def _channel_blocks(shape):
@@ -38,95 +67,217 @@ def _channel_blocks(shape):
 
 
 def _acc_dtype(w: torch.Tensor, k: torch.Tensor) -> torch.dtype:
-    if k.dtype == torch.float64 or w.dtype == torch.float64:
-        return torch.float64
-    span = float(w.detach().abs().max()) * k.shape[1]
-    return torch.float32 if span <= FP32_MAX_SPAN else torch.float64
+    return torch.float64 if torch.float64 in (w.dtype, k.dtype) else torch.float32
 
 
-def _excl_logsum(z: torch.Tensor, w: torch.Tensor, pos: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """log of the past (or future) decayed sum of exp(z), excluding the token itself."""
-    out = torch.full_like(z, float("-inf"))
-    if not reverse:
-        lse = torch.logcumsumexp(z + pos * w, dim=1)                    # sum_{i<=t} e^{z_i + i w}
-        out[:, 1:] = lse[:, :-1] - pos[:-1] * w
-    else:
-        lse = torch.logcumsumexp((z - pos * w).flip(1), dim=1).flip(1)  # sum_{i>=t} e^{z_i - i w}
-        out[:, :-1] = lse[:, 1:] + pos[1:] * w
-    return out
+class _Chunks:
+    """Token layout (B, L, C) <-> chunk layout (B, T, N, C): position j of chunk n is token
+    n*T + j, T = min(L, CHUNK); the last chunk is padded. Slices along T are contiguous
+    for the scans."""
+
+    def __init__(self, L, device, dtype):
+        self.L, self.T = L, min(L, CHUNK)
+        self.N = -(-L // self.T)
+        self.pad = self.N * self.T - L
+        self.j = torch.arange(self.T, device=device, dtype=dtype)[:, None, None]   # (T, 1, 1)
+
+    def split(self, x, dtype, fill=0.0):
+        """(B, L, C) -> new (B, T, N, C) tensor in dtype; padded positions hold fill."""
+        B, L, C = x.shape
+        out = torch.empty((B, self.T, self.N, C), device=x.device, dtype=dtype)
+        by_chunk = out.transpose(1, 2)                                      # (B, N, T, C) view
+        full = L // self.T
+        by_chunk[:, :full] = x[:, :full * self.T].view(B, full, self.T, C)
+        if self.pad:
+            by_chunk[:, full, :self.T - self.pad] = x[:, full * self.T:]
+            by_chunk[:, full, self.T - self.pad:] = fill
+        return out
+
+    def join(self, xt, out=None):
+        """chunk-layout xt (B, T, N, C) -> token layout (B, L, C), written into out if given."""
+        B, T, N, C = xt.shape
+        if out is None:
+            out = xt.new_empty((B, self.L, C))
+        by_chunk = xt.transpose(1, 2)
+        full = self.L // T
+        out[:, :full * T] = by_chunk[:, :full].reshape(B, full * T, C)
+        if self.pad:
+            out[:, full * T:] = by_chunk[:, full, :T - self.pad]
+        return out
 
 
-def _times_exp(mantissa, log_scale):
-    """mantissa * e^log_scale, exactly 0 where the mantissa is (an empty sum has scale 0,
-    which must not overflow into inf * 0)."""
-    return mantissa * torch.exp(torch.where(mantissa == 0, float("-inf"), log_scale))
+def _pieces(a, copies=1):
+    """Slices of the chunk axis of a (B, T, N, C) whose steps touch at most STEP_ELEMENTS
+    on the CPU (on a GPU every piece would be one more kernel launch: one piece)."""
+    B, T, N, C = a.shape
+    if a.device.type != "cpu":
+        return [slice(None)]
+    per = max(1, STEP_ELEMENTS // (copies * B * C))
+    return [slice(n, n + per) for n in range(0, N, per)]
 
 
-def _decayed_sums(key, vals, w, pos, reverse):
-    """One direction's decayed sums of exp(key)*val for each val, sharing one scale:
-    returns (scale, [weights, *vals]) with sum = mantissa * exp(scale); the first mantissa
-    (sum of weights alone) is 1, or 0 where the sum is empty."""
-    log_w = _excl_logsum(key, w, pos, reverse)
-    nonempty = torch.isfinite(log_w)
-    scale = torch.where(nonempty, log_w, torch.zeros_like(log_w))
-    mantissas = [nonempty.to(key.dtype)]
-    for val in vals:
-        low = val.amin(dim=1, keepdim=True)
-        shifted = _excl_logsum(key + torch.log(val - low), w, pos, reverse)
-        mantissas.append((torch.exp(shifted - scale) + low) * mantissas[0])
-    return scale, mantissas
+def _scan(a, vals, seed_a, seed_m, reverse):
+    """Exclusive running-max scan along dim 1 of a (B, T, N, C).
+
+    a[j] is the key of position j shifted by +j*w (past; -j*w for the future), so a sum's
+    scale is its largest a plus a decay that depends on j alone. seed_a (B, N, C) and
+    seed_m (nv, B, N, C) are the scale and mantissas of the state that enters each slice
+    before its first position (after its last one for reverse). vals are (B, T, N, C)
+    values, None standing for 1. Returns A (B, T, N, C), the largest a over the positions
+    before each one (seed included), and H (nv, B, T, N, C): sum = H * exp(A + decay)."""
+    B, T = a.shape[:2]
+    # slot s of A and H holds the state between positions s-1 and s: slot 0 (slot T for
+    # reverse) is the seed, and position j moves the state from its "in" slot to "out"
+    into, out = (slice(1, None), slice(0, T)) if reverse else (slice(0, T), slice(1, None))
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    A = torch.empty((B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
+    A[:, T if reverse else 0] = seed_a
+    for n in _pieces(a):
+        A_in, A_out, a_j = A[:, into, n].unbind(1), A[:, out, n].unbind(1), a[:, :, n].unbind(1)
+        for j in steps:
+            torch.maximum(A_in[j], a_j[j], out=A_out[j])
+    # every rescaling at once: of the state so far (r) and of the position's own value (q)
+    r = torch.sub(A[:, into], A[:, out]).exp_()
+    H = torch.empty((len(vals), B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
+    H[:, :, T if reverse else 0] = seed_m
+    q = torch.sub(a, A[:, out], out=H[0, :, out]).exp_()
+    for n in range(len(vals) - 1, -1, -1):
+        if vals[n] is not None:
+            torch.mul(q, vals[n], out=H[n, :, out])
+    for n in _pieces(a, len(vals)):
+        H_in, H_out, r_j = H[:, :, into, n].unbind(2), H[:, :, out, n].unbind(2), r[:, :, n].unbind(1)
+        for j in steps:
+            H_out[j].addcmul_(H_in[j], r_j[j])
+    return A[:, into], H[:, :, into]
 
 
-def _forward_sums(w, u, k, v):
-    """(pos, past, future, y, log den); past/future as _decayed_sums returns them for v."""
-    pos = torch.arange(k.shape[1], device=k.device, dtype=k.dtype)[:, None]
-    past = _decayed_sums(k, [v], w, pos, reverse=False)
-    fut = _decayed_sums(k, [v], w, pos, reverse=True)
-    s = u + k
-    m = torch.maximum(torch.maximum(past[0], fut[0]), s)
-    es = torch.exp(s - m)
-    den, num = es, v * es
-    for scale, (one, val) in (past, fut):
-        den = den + _times_exp(one, scale - m)
-        num = num + _times_exp(val, scale - m)
-    return pos, past, fut, num / den, m + torch.log(den)
+def _decayed_sums(key, vals, w, chunks, reverse, seeds=None):
+    """Exclusive decayed sums of exp(key) * val at every position of chunk-layout key
+    (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C), seeds),
+    the sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0.
+    seeds (the state entering each chunk: (B, N, C) and (nv, B, N, C)) are computed from
+    the chunk totals unless given, as the backward gives those of the forward."""
+    j = chunks.j
+    a = key - j * w if reverse else key + j * w                  # (B, T, N, C)
+    if seeds is None:
+        seeds = _chunk_seeds(a, vals, w, reverse)
+    A, H = _scan(a, vals, *seeds, reverse)
+    return A.add_((j + 1) * w if reverse else -(j - 1) * w), H, seeds
 
 
-def bi_wkv_fwd_torch(w, u, k, v):
-    """Returns (y, saved) with y in k's dtype; nothing extra is saved."""
-    acc = _acc_dtype(w, k)
-    y = torch.empty_like(k)
-    for c in _channel_blocks(k.shape):
-        y[..., c] = _forward_sums(w[c].to(acc), u[c].to(acc), k[..., c].to(acc), v[..., c].to(acc))[3]
-    return y, ()
+def _chunk_seeds(a, vals, w, reverse):
+    """Scale (B, N, C) and mantissas (nv, B, N, C) of the sum entering each chunk before
+    its first position (past) or after its last one (future), in the chunk's a-offsets."""
+    B, T, N, C = a.shape
+    if N == 1:
+        return (torch.full((B, N, C), NEG, device=a.device, dtype=a.dtype),
+                torch.zeros((len(vals), B, N, C), device=a.device, dtype=a.dtype))
+    # chunk totals, decayed to the chunk's last (past) or first (future) position
+    top = a.amax(dim=1, keepdim=True)
+    e = torch.sub(a, top).exp_()
+    totals = [e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1) for val in vals]
+    del e
+    top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
+    # the sums over the chunks before (after) each one: the same problem, N tokens long,
+    # with decay T*w between neighbours
+    chunks = _Chunks(N, a.device, a.dtype)
+    scale, H, _ = _decayed_sums(chunks.split(top, a.dtype, fill=float("-inf")),
+                                [chunks.split(t, a.dtype) for t in totals], T * w, chunks, reverse)
+    # as a virtual position -1 (past) or T (future) of the chunk it enters
+    scale = chunks.join(scale).sub_(T * w if reverse else w)
+    return scale, torch.stack([chunks.join(h) for h in H])
 
 
-def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
-    """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed."""
-    acc = _acc_dtype(w, k)
-    gw, gu = torch.empty_like(w), torch.empty_like(u)
-    gk, gv = torch.empty_like(k), torch.empty_like(v)
-    for c in _channel_blocks(k.shape):
-        gw[c], gu[c], gk[..., c], gv[..., c] = _backward_block(
-            *(t.to(acc) for t in (w[c], u[c], k[..., c], v[..., c], gy[..., c])))
+def _forward_sums(w, u, kt, vt, chunks, seeds=None, yt=None):
+    """Forward over chunk-layout k, v in the accumulation dtype.
+
+    Without seeds: (y, seeds of both directions). With the forward's seeds (backward):
+    everything the backward reuses: y (recomputed unless yt is given), the past and
+    future sums, and with M the largest scale at each token, e^{u+k-M}, den * e^{-M} and
+    log(den)."""
+    keep = seeds is not None
+    sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, chunks, False, seeds and seeds[0])
+    sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, chunks, True, seeds and seeds[1])
+    eS = kt + u
+    M = torch.maximum(sP, sF)
+    torch.maximum(M, eS, out=M)
+    eS.sub_(M).exp_()
+    eP = torch.sub(sP, M).exp_() if keep else sP.sub_(M).exp_()
+    eF = torch.sub(sF, M).exp_() if keep else sF.sub_(M).exp_()
+    den = torch.addcmul(eS, p1, eP).addcmul_(f1, eF)
+    if yt is None:
+        yt = torch.mul(vt, eS).addcmul_(pv, eP).addcmul_(fv, eF).div_(den)
+    if not keep:
+        return yt, (seeds_p, seeds_f)
+    return yt, (sP, p1, pv), (sF, f1, fv), eS, den, M.add_(torch.log(den))
+
+
+def _backward_sums(w, u, kt, vt, gt, chunks, seeds, yt):
+    """Gradients (gw, gu, gk, gv) of sum(g * y) for one channel block in chunk layout
+    (gk, gv in chunk layout). Works in place on its temporaries to keep few alive."""
+    yt, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, chunks, seeds, yt)
+    key = lden.neg_()                                             # z_t = g_t * e^{-lden_t}
+    if chunks.pad:
+        key[:, chunks.T - chunks.pad:, -1] = float("-inf")          # padding adds nothing
+    gy = gt * yt
+    sGp, (gp, hp), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=False)
+    sGf, (gf, hf), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=True)
+    del key, gy
+    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)], each
+    # product under the scale e^{sG + sP - w}: a weight over a den, <= 1
+    dims = (0, 1, 2)
+    gw = pv.mul_(gf).sub_(p1.mul_(hf)).mul_(sP.add_(sGf).sub_(w).exp_()).sum(dims)
+    gw += fv.mul_(gp).sub_(f1.mul_(hp)).mul_(sF.add_(sGp).sub_(w).exp_()).sum(dims)
+    gw.neg_()
+    del sP, p1, pv, sF, f1, fv
+    # e^k G and e^k H with G = G<- + G->, under the scales e^{k + sG} <= 1
+    ek = sGp.add_(kt).exp_()
+    ekG, ekH = gp.mul_(ek), hp.mul_(ek)
+    ek = sGf.add_(kt).exp_()
+    ekG.addcmul_(gf, ek)
+    ekH.addcmul_(hf, ek)
+    selfw = eS.mul_(gt).div_(den)                                 # g_t * self weight / den_t
+    sy = torch.mul(yt, selfw)
+    gu = torch.linalg.vecdot(selfw, vt, dim=1).sum((0, 1)) - sy.sum(dims)
+    gv = ekG.add_(selfw)
+    gk = ekH.neg_().addcmul_(vt, gv).sub_(sy)
     return gw, gu, gk, gv
 
 
-def _backward_block(w_, u_, k_, v_, g):
-    pos, past, fut, y_, lden = _forward_sums(w_, u_, k_, v_)
-    gy_ = g * y_
-    ek_g = ek_h = gw = 0
-    # G (value g) and H (value g*y) over key -log(den); the G/H half summed over t > i pairs
-    # with the forward past sums P and the half over t < i with the future sums F:
-    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)]
-    for reverse, (fscale, (f_one, f_v)) in ((True, past), (False, fut)):
-        scale, (_, gm, hm) = _decayed_sums(-lden, [g, gy_], w_, pos, reverse)
-        ek_g = ek_g + _times_exp(gm, k_ + scale)                        # e^k * G
-        ek_h = ek_h + _times_exp(hm, k_ + scale)                        # e^k * H
-        gw = gw - _times_exp(gm * f_v - hm * f_one, scale + fscale - w_).sum(dim=(0, 1))
-        del scale, gm, hm
-    self_w = g * torch.exp(u_ + k_ - lden)                              # g_t * self weight / den_t
-    gv = ek_g + self_w
-    gk = v_ * ek_g - ek_h + self_w * (v_ - y_)
-    gu = (self_w * (v_ - y_)).sum(dim=(0, 1))
+def bi_wkv_fwd_torch(w, u, k, v):
+    """Returns (y, saved) with y in k's dtype; saved holds the states entering each chunk
+    ((2, 3, B, N, C), small), so the backward skips the chunk totals of the forward."""
+    acc = _acc_dtype(w, k)
+    chunks = _Chunks(k.shape[1], k.device, acc)
+    y = torch.empty_like(k)
+    seeds = torch.empty((2, 3, k.shape[0], chunks.N, k.shape[2]), device=k.device, dtype=acc)
+    for c in _channel_blocks(k.shape):
+        kt = chunks.split(k[..., c], acc, fill=float("-inf"))
+        vt = chunks.split(v[..., c], acc)
+        yt, block_seeds = _forward_sums(w[c].to(acc), u[c].to(acc), kt, vt, chunks)
+        chunks.join(yt, y[..., c])
+        for d, (seed_a, seed_m) in enumerate(block_seeds):
+            seeds[d, 0, ..., c] = seed_a
+            seeds[d, 1:, ..., c] = seed_m
+    return y, (seeds,)
+
+
+def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
+    """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed from the
+    saved chunk states, and y is reused where it holds the accumulation dtype."""
+    acc = _acc_dtype(w, k)
+    chunks = _Chunks(k.shape[1], k.device, acc)
+    seeds = saved[0]
+    gw, gu = torch.empty_like(w), torch.empty_like(u)
+    gk, gv = torch.empty_like(k), torch.empty_like(v)
+    for c in _channel_blocks(k.shape):
+        kt = chunks.split(k[..., c], acc, fill=float("-inf"))
+        vt = chunks.split(v[..., c], acc)
+        gt = chunks.split(gy[..., c], acc)
+        yt = chunks.split(y[..., c], acc) if y.dtype == acc else None
+        block_seeds = [(seeds[d, 0, ..., c], seeds[d, 1:, ..., c]) for d in range(2)]
+        gw[c], gu[c], gkt, gvt = _backward_sums(w[c].to(acc), u[c].to(acc), kt, vt, gt, chunks,
+                                               block_seeds, yt)
+        chunks.join(gkt, gk[..., c])
+        chunks.join(gvt, gv[..., c])
     return gw, gu, gk, gv
