@@ -131,8 +131,8 @@ def _resolve(backend: str, k: torch.Tensor):
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Bidirectional WKV over the L axis of k, v: (B, L, C); w, u: (C,) per-token decay and
-    bonus (may be negative). Returns y: (B, L, C) in k's dtype; fp16/bf16 accumulate in
-    fp32 (triton) or fp64 (torch). Differentiable in w, u, k and v on every backend."""
+    bonus (may be negative). Returns y: (B, L, C) in k's dtype; fp16/bf16/fp32 accumulate in
+    fp32 on every backend, float64 in float64. Differentiable in w, u, k and v on every backend."""
     _validate(w, u, k, v)
     impl = _resolve(backend, k)
     if impl is None:
