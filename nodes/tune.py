@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
+from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch)
 from .plots import as_image_tensor, loss_curve
@@ -162,7 +162,9 @@ class VRWKVTuneOnVideo:
                           "Tuning steps. 300-500 as in the paper; fewer keep more freedom for style edits, "
                           "more reproduce the clip more faithfully."}),
                 "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
-                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5)."}),
+                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5). The blocks' temporal "
+                                                       "parameters (mu, decay, first) learn 100x faster, without "
+                                                       "weight decay, so they move within the run."}),
                 "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                          "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
                 "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
@@ -209,9 +211,10 @@ class VRWKVTuneOnVideo:
             patch = source.copy()                       # our own blocks: the input MODEL keeps its own
             patch_list = tuned.model_options["transformer_options"]["patches"]["output_block_patch"]
             patch_list[patch_list.index(source)] = patch
-            params = list(patch.blocks.parameters())
-            for p in params:
+            for p in patch.blocks.parameters():
                 p.requires_grad_(True)
+            settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
+            params = param_groups(patch.blocks.named_parameters(), settings)
 
             trainer = tuned.clone()
             unet = trainer.get_model_object("diffusion_model")
@@ -221,7 +224,7 @@ class VRWKVTuneOnVideo:
                     wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
                     trainer.add_weight_wrapper(key, wrapper)
                     deltas[key] = wrapper.delta
-                params += list(deltas.values())
+                params[0]["params"] += list(deltas.values())
             if gradient_checkpointing:
                 patch.blocks.set_gradient_checkpointing(True)
                 for key, fn in checkpoint_patches(unet).items():
@@ -246,11 +249,12 @@ class VRWKVTuneOnVideo:
                     log.info(f"VRWKV tuning: {status}")
                     show_on_node(unique_id, status)
 
-            sampler = TuneSampler(params, TuneSettings(steps=steps, lr=learning_rate, seed=seed), dtype, on_step)
+            sampler = TuneSampler(params, settings, dtype, on_step)
             guider = comfy.samplers.CFGGuider(trainer)
             guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
             info = {"frames": frames, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
-                    "steps": steps, "lr": learning_rate, "seed": seed, "trainable": trainable,
+                    "steps": steps, "lr": learning_rate, "seed": seed,
+                    "temporal_lr_multiplier": settings.temporal_lr_multiplier, "trainable": trainable,
                     "training_dtype": str(dtype).replace("torch.", ""), "note": note}
             try:
                 guider.sample(torch.zeros_like(samples), samples.clone(), sampler,
