@@ -187,9 +187,37 @@ def test_loss_curve_image():
     assert as_image_tensor(loss_curve([])).shape == (1, 256, 512, 3)
 
 
-def test_training_dtype_choice():
+def test_auto_training_dtype_is_float32_on_the_cpu():
+    """The name-to-dtype choice only; that the UNet then computes in it is checked in a real
+    ComfyUI (integration: test_training_dtype_is_the_dtype_the_unet_computes_in)."""
     from vrwkv_editor.nodes.tune import resolve_dtype
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32          # bf16 autocast is slow on CPUs
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_dtype("float32", cpu) == torch.float32
+
+
+def test_query_delta_is_added_in_float32():
+    """A delta of 1e-4 of the weight is below half a bfloat16 step of it (2e-3 to 4e-3):
+    added in bfloat16 it would vanish; the wrapper returns W + delta in float32."""
+    from vrwkv_editor.nodes.tune import QueryDelta
+    weight = (torch.rand(8, 8) + 0.5).to(torch.bfloat16)
+    wrapper = QueryDelta(weight)
+    with torch.no_grad():
+        wrapper.delta.copy_(1e-4 * weight.float())
+    out = wrapper(weight)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out - weight.float(), wrapper.delta.detach(), rtol=1e-2, atol=0)
+
+
+def test_retuning_composes_the_differences_from_the_checkpoint():
+    from vrwkv_editor.nodes.tune import compose_deltas
+    earlier = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])}
+    new = {"a": torch.tensor([0.5, -2.0]), "c": torch.tensor([4.0])}
+    total = compose_deltas(earlier, new)
+    assert set(total) == {"a", "b", "c"}
+    assert torch.equal(total["a"], torch.tensor([1.5, 0.0])) and torch.equal(total["b"], earlier["b"])
+    assert torch.equal(total["c"], new["c"])
+    for alone in (earlier, new):            # a run of trainable=vrwkv keeps the earlier differences
+        kept = compose_deltas(alone, {}) if alone is earlier else compose_deltas({}, alone)
+        assert kept.keys() == alone.keys() and all(torch.equal(kept[k], alone[k]) for k in alone)
