@@ -112,6 +112,21 @@ def test_saved_inversion_is_reused_and_checked(comfy_server, round_trip):
         comfy_server.run(g, timeout=300)
 
 
+def test_invert_and_save_never_replaces_a_saved_inversion(comfy_server, round_trip):
+    """'invert and save' under a taken name writes the next free counter name, says so under
+    the node, and leaves the saved inversion as it was."""
+    folder = comfy_server.output_dir / "vrwkv_inversions"
+    saved = (folder / "ddim_it.safetensors").read_bytes()
+    g = clip_graph()
+    g["inv_again"] = inversion(steps=2, mode="invert and save", save_name="ddim_it")
+    save(g, "inv_again", "inv_again")
+    history = comfy_server.run(g, timeout=300)
+    assert history["outputs"]["inv_again"]["text"] == [str(folder / "ddim_it_00001.safetensors")]
+    assert (folder / "ddim_it.safetensors").read_bytes() == saved
+    with safe_open(str(folder / "ddim_it_00001.safetensors"), framework="pt") as f:
+        assert '"steps": 2' in f.metadata()["inversion"]
+
+
 def test_sampler_refuses_steps_other_than_the_inversion(comfy_server, round_trip):
     g = clip_graph()
     g["inv"] = inversion(mode="load saved", save_name="ddim_it")
