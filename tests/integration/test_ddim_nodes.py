@@ -52,15 +52,19 @@ def round_trip(comfy_server):
     g["inv_refined"] = inversion(refine=REFINE)
     g["ks"] = ksampler("inv")
     g["ks_refined"] = ksampler("inv_refined")
+    g["ks_fresh"] = ksampler("inv")                  # the same sampling from fresh noise instead
+    del g["ks_fresh"]["inputs"]["inverted_latent"]
     g["ddim"] = {"class_type": "VRWKVSamplerDDIM", "inputs": {"eta": 0.0}}
     g["euler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     g["sc"] = sampler_custom(["ddim", 0], ["inv", 1], ["inv", 0])
     g["sc_euler"] = sampler_custom(["euler", 0], ["inv", 1], ["inv", 0])
-    for node, prefix in [("latent", "src"), ("inv", "inv"), ("ks", "rec"), ("ks_refined", "rec_refined"),
-                         ("sc", "rec_sc"), ("sc_euler", "rec_euler")]:
+    for node, prefix in [("latent", "src"), ("inv", "inv"), ("inv_refined", "inv_refined"), ("ks", "rec"),
+                         ("ks_refined", "rec_refined"), ("ks_fresh", "fresh"), ("sc", "rec_sc"),
+                         ("sc_euler", "rec_euler")]:
         save(g, node, prefix)
     comfy_server.run(g, timeout=1800)
-    return {p: read_latent(comfy_server, f"ddim_{p}") for p in ("src", "inv", "rec", "rec_refined", "rec_sc", "rec_euler")}
+    return {p: read_latent(comfy_server, f"ddim_{p}") for p in ("src", "inv", "inv_refined", "rec", "rec_refined",
+                                                                "fresh", "rec_sc", "rec_euler")}
 
 
 def test_nodes_listed_with_tooltips(comfy_server):
@@ -75,9 +79,12 @@ def test_nodes_listed_with_tooltips(comfy_server):
 def test_inversion_then_sampling_regenerates_the_clip(round_trip):
     src, inv = round_trip["src"], round_trip["inv"]
     err, err_refined = rel(round_trip["rec"], src), rel(round_trip["rec_refined"], src)
+    err_fresh = rel(round_trip["fresh"], src)
+    gap = rel(inv, round_trip["inv_refined"])
     print(f"\n8 frames 64x64, {STEPS} DDIM steps, cfg 1: source latent std {src.std():.3f}, inverted std "
           f"{inv.std():.3f}; relative reconstruction error {err:.4f} (Tune-A-Video inversion), "
-          f"{err_refined:.4f} (refine={REFINE})")
+          f"{err_refined:.4f} (refine={REFINE}), {err_fresh:.4f} (from fresh noise); plain vs refined "
+          f"inverted latent {gap:.4f}")
     assert inv.shape == src.shape and torch.isfinite(inv).all()
     assert inv.std() > 10 * src.std()  # it went up the schedule to noise
     # Plain DDIM inversion of an untrained UNet's eps field is far from exact (measured ~16x the

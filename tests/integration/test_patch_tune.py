@@ -183,11 +183,12 @@ def test_retuned_model_saves_a_file_that_reproduces_it(comfy_server):
     comfy_server.run(graph, timeout=900)
     for key in saved:
         tuned, reloaded = latent(comfy_server, f"chain_tuned_{key}"), latent(comfy_server, f"chain_reloaded_{key}")
-        # the tuned MODEL adds the two differences one after the other, the file their sum:
-        # float32 rounding apart, the same weights
-        print(f"\n{key}: reloaded vs tuned max |difference| {(reloaded - tuned).abs().max():.2e}, "
-              f"latent max |value| {tuned.abs().max():.2e}")
-        torch.testing.assert_close(reloaded, tuned, rtol=0, atol=1e-5)
+        # The tuned MODEL adds the two differences one after the other, the file's patch their
+        # sum: float32 rounding apart the same weights, and after 3 sampling steps the same
+        # latents to 1e-5 of their largest value (measured 6.9e-5 with values up to 38).
+        difference = (reloaded - tuned).abs().max() / tuned.abs().max()
+        print(f"\n{key}: reloaded vs tuned max |difference| / max |latent| = {difference:.2e}")
+        assert difference < 1e-5, (key, difference)
 
 
 def test_training_dtype_is_the_dtype_the_unet_computes_in(comfy_server):
