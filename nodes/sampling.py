@@ -11,10 +11,15 @@ def require_eps_model(model, node: str):
     import comfy.model_sampling as ms
 
     sampling = model.get_model_object("model_sampling")
-    if not (isinstance(sampling, ms.ModelSamplingDiscrete) and isinstance(sampling, ms.EPS)):
-        raise ValueError(f"{node} needs a model with discrete timesteps and x0 + sigma*eps latents "
-                         f"(SD1.5 and its fine-tunes); this MODEL samples with "
-                         f"{[c.__name__ for c in type(sampling).__mro__[1:3]]}: load an SD1.5 checkpoint.")
+    # V_PREDICTION, X0 and LCM subclass EPS: its own conversions are what must be in use
+    eps = all(getattr(type(sampling), name, None) is getattr(ms.EPS, name)
+              for name in ("calculate_input", "calculate_denoised", "noise_scaling"))
+    if not (isinstance(sampling, ms.ModelSamplingDiscrete) and eps):
+        mro = type(sampling).__mro__
+        prediction = next((c.__name__ for c in mro if "calculate_denoised" in vars(c)), "unknown")
+        raise ValueError(f"{node} needs a noise-predicting model with discrete timesteps and x0 + sigma*eps "
+                         f"latents (SD1.5 and its eps fine-tunes; v-prediction is not supported); this MODEL "
+                         f"samples with {mro[1].__name__} and {prediction} prediction: load an SD1.5 checkpoint.")
     return sampling
 
 

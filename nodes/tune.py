@@ -132,7 +132,7 @@ class TuneSampler:
     def __init__(self, params, settings, dtype, on_step):
         self.params, self.settings, self.dtype, self.on_step = params, settings, dtype, on_step
         self.losses = []
-        self.unet_dtype = None          # the dtype the UNet computed in (its mid-block output's)
+        self.unet_dtype = None          # the dtype the UNet computed in (its output convolution's)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -157,7 +157,7 @@ class TuneSampler:
         def record_dtype(module, args, output):
             self.unet_dtype = output.dtype
 
-        hook = model_wrap.inner_model.diffusion_model.middle_block.register_forward_hook(record_dtype)
+        hook = model_wrap.inner_model.diffusion_model.out.register_forward_hook(record_dtype)
         try:
             tune(self.params, step_loss, self.settings, on_step)
         finally:

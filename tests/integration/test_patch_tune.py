@@ -219,7 +219,7 @@ def test_v_prediction_models_are_refused_before_any_step(comfy_server):
                       "inputs": {"model": ["ckpt", 0], "placement": "mid", "resolution": "all"}}
     graph["vpred"] = {"class_type": "ModelSamplingDiscrete",
                       "inputs": {"model": ["patch", 0], "sampling": "v_prediction", "zsnr": False}}
-    message = r"needs a model with discrete timesteps and x0 \+ sigma\*eps latents \(SD1.5 and its fine-tunes\)"
+    message = r"needs a noise-predicting model with discrete timesteps.*v-prediction is not supported.*V_PREDICTION"
     graph["tune"] = tune_node(["vpred", 0], steps=2)
     seen = len(comfy_server.log_text())
     with pytest.raises(RuntimeError, match="VRWKV Tune On Video " + message):
@@ -229,6 +229,7 @@ def test_v_prediction_models_are_refused_before_any_step(comfy_server):
     graph["invert"] = {"class_type": "VRWKVDDIMInversion", "inputs": {
         "model": ["vpred", 0], "latent": ["latent", 0], "positive": ["pos", 0], "steps": 2, "cfg": 1.0,
         "refine": 0, "mode": "invert", "save_name": "unused"}}
+    graph["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["invert", 0], "filename_prefix": "latents/never"}}
     with pytest.raises(RuntimeError, match="VRWKV DDIM " + message):
         comfy_server.run(graph, timeout=300)
 
