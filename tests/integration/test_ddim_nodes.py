@@ -87,6 +87,10 @@ def test_inversion_then_sampling_regenerates_the_clip(round_trip):
           f"inverted latent {gap:.4f}")
     assert inv.shape == src.shape and torch.isfinite(inv).all()
     assert inv.std() > 10 * src.std()  # it went up the schedule to noise
+    # The default, plain DDIM inversion (refine 0): on this untrained UNet sampling back misses
+    # the clip by 16x its size, but the inverted latent still carries it: the same sampling
+    # from fresh noise misses by 16x more (measured 15.7 vs 257); at least 8x is required.
+    assert err < err_fresh / 8
     # Plain DDIM inversion of an untrained UNet's eps field is far from exact (measured ~16x the
     # tiny latent of the random VAE); iterating each inversion step to its fixed point makes
     # the sampling steps undo it: the conventions of both directions agree in the real pipeline.
