@@ -164,16 +164,7 @@ def test_retuned_model_saves_a_file_that_reproduces_it(comfy_server):
         graph[f"tune_{key}"] = tune_node(["load", 0], steps=2, save_name=f"it_chain_{key}", trainable=trainable)
         sample_and_save(graph, f"tuned_{key}", [f"tune_{key}", 0], f"chain_tuned_{key}")
     history = comfy_server.run(graph, timeout=900)
-    earlier = load_weights(first)[2]
-    saved = {}
-    for key in ("vrwkv_attn_q", "vrwkv"):
-        saved[key] = weights_path(history, f"tune_{key}")
-        base = load_weights(saved[key])[2]
-        assert base.keys() == earlier.keys()
-        if key == "vrwkv":
-            assert all(torch.equal(base[k], earlier[k]) for k in base)
-        else:
-            assert all(not torch.equal(base[k], earlier[k]) for k in base)
+    saved = {key: weights_path(history, f"tune_{key}") for key in ("vrwkv_attn_q", "vrwkv")}
 
     graph = clip_graph()
     for key, path in saved.items():
@@ -189,6 +180,14 @@ def test_retuned_model_saves_a_file_that_reproduces_it(comfy_server):
         difference = (reloaded - tuned).abs().max() / tuned.abs().max()
         print(f"\n{key}: reloaded vs tuned max |difference| / max |latent| = {difference:.2e}")
         assert difference < 1e-5, (key, difference)
+    earlier = load_weights(first)[2]
+    for key, path in saved.items():
+        base = load_weights(path)[2]
+        assert base.keys() == earlier.keys()
+        if key == "vrwkv":
+            assert all(torch.equal(base[k], earlier[k]) for k in base)
+        else:
+            assert all(not torch.equal(base[k], earlier[k]) for k in base)
 
 
 def test_training_dtype_is_the_dtype_the_unet_computes_in(comfy_server):
