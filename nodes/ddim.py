@@ -153,12 +153,15 @@ class VRWKVDDIMInversion:
                                               "makes sampling back reproduce the source more exactly."}),
                 "mode": (MODES, {"default": "invert",
                                  "tooltip": "invert: compute; invert and save: compute and write "
-                                            "output/" + INVERSION_FOLDER + "/<save_name>.safetensors; load "
+                                            "output/" + INVERSION_FOLDER + "/<save_name>.safetensors (or "
+                                            "<save_name>_00001... if taken); load "
                                             "saved: read that file (checked against this clip and settings) "
                                             "without running the model."}),
                 "save_name": ("STRING", {"default": "vrwkv_inversion",
                                          "tooltip": "File name (no folders) for 'invert and save' / 'load "
-                                                    "saved'."}),
+                                                    "saved'. Saving never replaces a file: a taken name gets the "
+                                                    "next free counter (_00001, ...), shown under the node; load "
+                                                    "that name."}),
             },
             "optional": {
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt, needed only when cfg is not 1."}),
@@ -192,5 +195,6 @@ class VRWKVDDIMInversion:
                                 positive, negative, cfg, eta=0.0, seed=0, inversion_refine=refine)
             info = Inversion.of(inverted, steps, cfg, refine, sigmas)
             if path is not None:
-                save_inversion(path, inverted, source, info)
-        return ({"samples": inverted, LATENT_KEY: info.to_dict()}, sigmas)
+                path = save_inversion(path, inverted, source, info)
+        result = ({"samples": inverted, LATENT_KEY: info.to_dict()}, sigmas)
+        return {"ui": {"text": [path] if path else []}, "result": result}

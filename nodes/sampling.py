@@ -4,17 +4,28 @@ functions)."""
 from .common import MEMORY_KNOBS, frames_and_size, is_out_of_memory, out_of_memory
 
 
-def sigma_table(model):
-    """The model's timestep -> sigma table, after checking its latents are x0 + sigma * eps
-    over discrete timesteps (SD1.5 and its fine-tunes), which DDIM in sigma space needs."""
+def require_eps_model(model, node: str):
+    """The MODEL's model_sampling, after checking its latents are x0 + sigma * eps over
+    discrete timesteps (SD1.5 and its fine-tunes): DDIM in sigma space and the tuning loss
+    (noise prediction) need that; v-prediction fine-tunes are refused."""
     import comfy.model_sampling as ms
 
     sampling = model.get_model_object("model_sampling")
-    if not (isinstance(sampling, ms.ModelSamplingDiscrete) and isinstance(sampling, ms.EPS)):
-        raise ValueError(f"VRWKV DDIM needs a model with discrete timesteps and x0 + sigma*eps latents "
-                         f"(SD1.5 and its fine-tunes); this MODEL samples with "
-                         f"{[c.__name__ for c in type(sampling).__mro__[1:3]]}: load an SD1.5 checkpoint.")
-    return sampling.sigmas
+    # V_PREDICTION, X0 and LCM subclass EPS: its own conversions are what must be in use
+    eps = all(getattr(type(sampling), name, None) is getattr(ms.EPS, name)
+              for name in ("calculate_input", "calculate_denoised", "noise_scaling"))
+    if not (isinstance(sampling, ms.ModelSamplingDiscrete) and eps):
+        mro = type(sampling).__mro__
+        prediction = next((c.__name__ for c in mro if "calculate_denoised" in vars(c)), "unknown")
+        raise ValueError(f"{node} needs a noise-predicting model with discrete timesteps and x0 + sigma*eps "
+                         f"latents (SD1.5 and its eps fine-tunes; v-prediction is not supported); this MODEL "
+                         f"samples with {mro[1].__name__} and {prediction} prediction: load an SD1.5 checkpoint.")
+    return sampling
+
+
+def sigma_table(model):
+    """The model's timestep -> sigma table (checked by require_eps_model)."""
+    return require_eps_model(model, "VRWKV DDIM").sigmas
 
 
 def ddim_sampler(eta: float, inversion_refine: int = 0):

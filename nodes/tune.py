@@ -14,10 +14,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
+from ..vrwkv.tuning import TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch)
 from .plots import as_image_tensor, loss_curve
+from .sampling import require_eps_model
 from .weights import save_patch
 
 TRAINABLE = ("vrwkv", "vrwkv+attn_q")
@@ -26,19 +27,40 @@ NODE = "VRWKV Tune On Video"
 
 
 class QueryDelta(torch.nn.Module):
-    """Weight wrapper W -> W + delta with a trainable delta (starts at 0)."""
+    """Weight wrapper W -> W + delta with a trainable delta (starts at 0), added in float32:
+    in the weight's half-precision dtype a delta below half its step (about 2e-3 of W in
+    bfloat16, 2.5e-4 in float16) would round away. The projection then runs in float32
+    (`float32_projection`)."""
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.delta = torch.nn.Parameter(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device))
 
     def __call__(self, weight):
-        return weight + self.delta.to(weight.dtype)
+        return weight.float() + self.delta
 
     def move_to(self, device):
         """Called by ModelPatcher when the model moves; returns the bytes moved."""
         self.to(device=device)
         return self.delta.numel() * self.delta.element_size()
+
+
+def float32_projection(linear):
+    """A forward for a ComfyUI Linear that computes in float32 (its weight, with the weight
+    wrappers applied, cast to float32) and returns the input's dtype, so that a tuned query
+    delta counts in full even when the UNet computes in half precision."""
+    import comfy.ops
+
+    def forward(x):
+        with torch.autocast(x.device.type, enabled=False):
+            weight, bias = comfy.ops.cast_bias_weight(linear, x, dtype=torch.float32)
+            return F.linear(x.float(), weight, bias).to(x.dtype)
+    return forward
+
+
+def compose_deltas(earlier: dict, new: dict) -> dict:
+    """Differences from the checkpoint of a model tuned again: earlier + new, key by key."""
+    return {k: earlier.get(k, 0) + new.get(k, 0) for k in {**earlier, **new}}
 
 
 def query_weight_keys(unet) -> list[str]:
@@ -110,6 +132,7 @@ class TuneSampler:
     def __init__(self, params, settings, dtype, on_step):
         self.params, self.settings, self.dtype, self.on_step = params, settings, dtype, on_step
         self.losses = []
+        self.unet_dtype = None          # the dtype the UNet computed in (its output convolution's)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -131,7 +154,14 @@ class TuneSampler:
             self.losses.append(loss)
             self.on_step(step, self.losses)
 
-        tune(self.params, step_loss, self.settings, on_step)
+        def record_dtype(module, args, output):
+            self.unet_dtype = output.dtype
+
+        hook = model_wrap.inner_model.diffusion_model.out.register_forward_hook(record_dtype)
+        try:
+            tune(self.params, step_loss, self.settings, on_step)
+        finally:
+            hook.remove()
         return torch.zeros_like(latent_image)
 
 
@@ -162,7 +192,9 @@ class VRWKVTuneOnVideo:
                           "Tuning steps. 300-500 as in the paper; fewer keep more freedom for style edits, "
                           "more reproduce the clip more faithfully."}),
                 "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
-                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5)."}),
+                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5). The blocks' temporal "
+                                                       f"parameters (mu, decay, first) use {TEMPORAL_LR_MULTIPLIER:g}x "
+                                                       "this, without weight decay, so they move within the run."}),
                 "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                          "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
                 "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
@@ -198,6 +230,7 @@ class VRWKVTuneOnVideo:
         if not torch.count_nonzero(samples):
             raise ValueError(f"{NODE}: the latent is all zeros (an empty latent?); connect the VAE Encode output "
                              "of the clip's frames")
+        require_eps_model(model, NODE)
         frames = samples.shape[0]
         check_conditioning_batch(conditioning, frames, "source prompt")
         device = comfy.model_management.get_torch_device()
@@ -209,9 +242,10 @@ class VRWKVTuneOnVideo:
             patch = source.copy()                       # our own blocks: the input MODEL keeps its own
             patch_list = tuned.model_options["transformer_options"]["patches"]["output_block_patch"]
             patch_list[patch_list.index(source)] = patch
-            params = list(patch.blocks.parameters())
-            for p in params:
+            for p in patch.blocks.parameters():
                 p.requires_grad_(True)
+            settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
+            params = param_groups(patch.blocks.named_parameters(), settings)
 
             trainer = tuned.clone()
             unet = trainer.get_model_object("diffusion_model")
@@ -220,14 +254,16 @@ class VRWKVTuneOnVideo:
                 for key in query_weight_keys(unet):
                     wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
                     trainer.add_weight_wrapper(key, wrapper)
+                    module = key[:-len(".weight")]
+                    trainer.add_object_patch(f"{module}.forward",
+                                             float32_projection(comfy.utils.get_attr(trainer.model, module)))
                     deltas[key] = wrapper.delta
-                params += list(deltas.values())
+                params[0]["params"] += list(deltas.values())
             if gradient_checkpointing:
                 patch.blocks.set_gradient_checkpointing(True)
                 for key, fn in checkpoint_patches(unet).items():
                     trainer.add_object_patch(key, fn)
-            if dtype != torch.float32:
-                trainer.set_model_compute_dtype(dtype)
+            trainer.set_model_compute_dtype(dtype)      # every choice, as core's trainer: float32 means float32
             comfy.model_management.load_models_gpu([trainer], memory_required=1e20, force_full_load=True)
 
             pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
@@ -246,17 +282,18 @@ class VRWKVTuneOnVideo:
                     log.info(f"VRWKV tuning: {status}")
                     show_on_node(unique_id, status)
 
-            sampler = TuneSampler(params, TuneSettings(steps=steps, lr=learning_rate, seed=seed), dtype, on_step)
+            sampler = TuneSampler(params, settings, dtype, on_step)
             guider = comfy.samplers.CFGGuider(trainer)
             guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
             info = {"frames": frames, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
-                    "steps": steps, "lr": learning_rate, "seed": seed, "trainable": trainable,
+                    "steps": steps, "lr": learning_rate, "seed": seed,
+                    "temporal_lr_multiplier": settings.temporal_lr_multiplier, "trainable": trainable,
                     "training_dtype": str(dtype).replace("torch.", ""), "note": note}
             try:
                 guider.sample(torch.zeros_like(samples), samples.clone(), sampler,
                               torch.tensor([1.0, 0.0]), seed=seed)
             except BaseException as e:
-                self._finish(tuned, patch, deltas, info, sampler.losses)
+                self._finish(tuned, patch, deltas, info, sampler)
                 saved = ""
                 if save_name.strip() and sampler.losses:
                     path = save_patch(tuned, save_name, NODE)
@@ -270,19 +307,24 @@ class VRWKVTuneOnVideo:
                 raise
             finally:
                 patch.blocks.set_gradient_checkpointing(False)
-            self._finish(tuned, patch, deltas, info, sampler.losses)
+            self._finish(tuned, patch, deltas, info, sampler)
 
         path = save_patch(tuned, save_name, NODE) if save_name.strip() else ""
         image = as_image_tensor(loss_curve(sampler.losses))
         return {"ui": {"text": [path] if path else []}, "result": (tuned, image, path)}
 
     @staticmethod
-    def _finish(tuned, patch, deltas, info, losses):
+    def _finish(tuned, patch, deltas, info, sampler):
         """Freezes the tuned state into the output MODEL: blocks, query deltas as weight
         patches, the training record."""
         for p in patch.blocks.parameters():
             p.requires_grad_(False)
-        patch.base_deltas = {k: d.detach().clone() for k, d in deltas.items()}
-        if patch.base_deltas:
-            tuned.add_patches({k: (d,) for k, d in patch.base_deltas.items()}, 1.0, 1.0)
-        patch.info = {**info, "steps_done": len(losses), "final_loss": losses[-1] if losses else None}
+        new = {k: d.detach().float().cpu() for k, d in deltas.items()}
+        if new:
+            tuned.add_patches({k: (d,) for k, d in new.items()}, 1.0, 1.0)
+        # The input MODEL's own differences (a re-tuned model) stay applied, so the file keeps them
+        # too: the sum of every run's differences from the checkpoint.
+        patch.base_deltas = compose_deltas(patch.base_deltas, new)
+        losses, computed = sampler.losses, sampler.unet_dtype
+        patch.info = {**info, "steps_done": len(losses), "final_loss": losses[-1] if losses else None,
+                      "unet_compute_dtype": str(computed).replace("torch.", "") if computed else None}

@@ -8,7 +8,8 @@ from .patch_model import apply_vrwkv, load_weights_file
 
 
 def save_patch(model, name: str, node: str = "VRWKV Save Weights") -> str:
-    """Writes the MODEL's VRWKV blocks to models/vrwkv/<name>.safetensors; returns the path."""
+    """Writes the MODEL's VRWKV blocks to models/vrwkv/<name>.safetensors, or <name>_00001...
+    when that file exists (never replaced); returns the path written."""
     patch = require_patch(model, node)
     name = name.strip()
     if not name:
@@ -34,8 +35,9 @@ class VRWKVSaveWeights:
         return {"required": {
             "model": ("MODEL", {"tooltip": "A MODEL with VRWKV blocks (from VRWKV Patch Model or VRWKV Tune On Video)."}),
             "name": ("STRING", {"default": "vrwkv_edit", "tooltip":
-                     "File name inside models/vrwkv (sub-folders allowed); an existing file of that name is "
-                     "replaced."}),
+                     "File name inside models/vrwkv (sub-folders allowed). An existing file is never "
+                     "replaced: the name then gets the next free counter (_00001, ...); the output says "
+                     "which file was written."}),
         }}
 
     def save(self, model, name):

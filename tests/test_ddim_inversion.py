@@ -62,6 +62,15 @@ def test_file_round_trip_with_metadata(tmp_path):
     check_saved(path, saved_source, loaded_info, source, 20, 1.0, 0, sigmas)
 
 
+def test_saving_an_inversion_under_a_taken_name_keeps_the_old_file(tmp_path):
+    source, inverted, sigmas, info = make()
+    path = inversion_path(str(tmp_path), "clip")
+    assert save_inversion(path, inverted, source, info) == path
+    again = save_inversion(path, inverted * 2, source, info)
+    assert again == str(tmp_path / "clip_00001.safetensors")
+    assert torch.equal(load_inversion(path)[0], inverted) and torch.equal(load_inversion(again)[0], inverted * 2)
+
+
 def test_saved_inversion_mismatches_name_the_problem_and_the_fix(tmp_path):
     source, inverted, sigmas, info = make()
     path = inversion_path(str(tmp_path), "clip")

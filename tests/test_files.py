@@ -1,5 +1,5 @@
-"""Atomic safetensors writes (weights and inversions): a failed write leaves the old file
-whole and no temp file behind."""
+"""Safetensors writes (weights and inversions): atomic (a failed write leaves no partial
+file and no temp file behind) and never over an existing file (counter suffix)."""
 
 import os
 
@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import vrwkv_editor.vrwkv.files as files
 
 
-def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+def test_failed_write_leaves_the_other_files_and_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "clip.safetensors"
     files.save_safetensors_atomic({"x": torch.ones(3)}, path, {"format": "test"})
     before = path.read_bytes()
@@ -22,10 +22,32 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "save_file", fail)
     with pytest.raises(OSError, match="disk full"):
         files.save_safetensors_atomic({"x": torch.zeros(3)}, path, {"format": "test"})
-    assert path.read_bytes() == before and os.listdir(tmp_path) == ["clip.safetensors"]
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["clip.safetensors"]   # no clip_00001 either
     assert torch.equal(load_file(path)["x"], torch.ones(3))
 
 
 def test_creates_folders_and_stores_cpu_contiguous_tensors(tmp_path):
     path = files.save_safetensors_atomic({"x": torch.arange(6.0).reshape(2, 3).t()}, tmp_path / "a" / "b.safetensors", {})
     assert torch.equal(load_file(path)["x"], torch.arange(6.0).reshape(2, 3).t())
+
+
+def test_an_existing_name_gets_the_next_counter_and_is_never_replaced(tmp_path):
+    path = tmp_path / "clip.safetensors"
+    written = [files.save_safetensors_atomic({"x": torch.full((2,), float(i))}, path, {}) for i in range(3)]
+    assert written == [path, tmp_path / "clip_00001.safetensors", tmp_path / "clip_00002.safetensors"]
+    assert [float(load_file(p)["x"][0]) for p in written] == [0.0, 1.0, 2.0]
+    (tmp_path / "clip_00001.safetensors").unlink()           # the first free name is reused
+    assert files.save_safetensors_atomic({"x": torch.ones(1)}, path, {}) == tmp_path / "clip_00001.safetensors"
+    assert sorted(os.listdir(tmp_path)) == ["clip.safetensors", "clip_00001.safetensors", "clip_00002.safetensors"]
+
+
+def test_without_hard_links_an_existing_name_is_still_kept(tmp_path, monkeypatch):
+    path = tmp_path / "clip.safetensors"
+    files.save_safetensors_atomic({"x": torch.zeros(1)}, path, {})
+
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    assert files.save_safetensors_atomic({"x": torch.ones(1)}, path, {}) == tmp_path / "clip_00001.safetensors"
+    assert float(load_file(path)["x"][0]) == 0.0

@@ -6,7 +6,7 @@ import torch
 from tiny_unet import TinyUNet
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
-from vrwkv_editor.vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, tune
+from vrwkv_editor.vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
 
 FRAMES = 6
 # SD1.5's noise levels: sigma_t = sqrt((1 - a_t) / a_t), scaled-linear betas
@@ -69,6 +69,49 @@ def test_tuning_lowers_the_loss_and_changes_only_the_blocks():
     assert len(losses) == 40 and after < 0.9 * before, (before, after)
     assert all(torch.equal(v, s.unet.state_dict()[k]) for k, v in unet_before.items())
     assert any(not torch.equal(v, s.patch.blocks.state_dict()[k]) for k, v in blocks_before.items())
+
+
+def largest_moves(steps, zero_gradients=False, **settings):
+    """Largest |change| of each kind of block parameter after `steps` recipe steps (lr 3e-5)
+    with the temporal parameters in their own group."""
+    s = Setup()
+    before = s.state()
+    settings = TuneSettings(steps=steps, **settings)
+    step_loss = (lambda g: 0 * s.step_loss(g)) if zero_gradients else s.step_loss
+    tune(param_groups(s.patch.blocks.named_parameters(), settings), step_loss, settings)
+    after = s.patch.blocks.state_dict()
+    kinds = {"mu": lambda k: k.rsplit(".", 1)[-1].startswith("mu"), "decay": lambda k: k.endswith(".decay"),
+             "first": lambda k: k.endswith(".first"), "projections": lambda k: k.endswith("proj.weight")}
+    return {kind: max((after[k] - before[k]).abs().max().item() for k in before if match(k))
+            for kind, match in kinds.items()}
+
+
+def test_recipe_run_moves_mu_decay_first_and_projections():
+    """At the recipe's lr (3e-5) AdamW moves a parameter by at most ~lr per step: in 20
+    steps 6e-4, nothing for mu, decay and first (init 1.0, meaningful over several units).
+    Their group (lr x 100, no weight decay) must move each by >= 0.03 (half of what 20 steps
+    of lr x 100 allow), and the projections by >= 3e-4. The bounds are checked against the
+    two ways a run can look like learning without being it: zeroed gradients (AdamW's weight
+    decay moves every weight by itself) and no multiplier."""
+    steps, temporal, projections = 20, 0.03, 3e-4
+    moves = largest_moves(steps)
+    assert all(moves[k] >= temporal for k in ("mu", "decay", "first")), moves
+    assert moves["projections"] >= projections, moves
+    frozen = largest_moves(steps, zero_gradients=True)
+    assert max(frozen.values()) < projections, frozen
+    no_multiplier = largest_moves(steps, temporal_lr_multiplier=1.0)
+    assert max(no_multiplier[k] for k in ("mu", "decay", "first")) < temporal, no_multiplier
+
+
+def test_temporal_group_holds_every_mu_decay_and_first():
+    s = Setup()
+    rest, temporal = param_groups(s.patch.blocks.named_parameters(), TuneSettings())
+    names = {id(p): n for n, p in s.patch.blocks.named_parameters()}
+    leaves = {names[id(p)].rsplit(".", 1)[-1] for p in temporal["params"]}
+    assert leaves == {"mu", "mu_k", "mu_r", "decay", "first"}
+    assert temporal["weight_decay"] == 0 and temporal["lr"] == TuneSettings().lr * TuneSettings().temporal_lr_multiplier > TuneSettings().lr
+    assert not any(names[id(p)].rsplit(".", 1)[-1] in leaves for p in rest["params"])
+    assert len(rest["params"]) + len(temporal["params"]) == len(names)
 
 
 def test_only_the_chosen_parameters_change():
@@ -156,9 +199,37 @@ def test_loss_curve_image():
     assert as_image_tensor(loss_curve([])).shape == (1, 256, 512, 3)
 
 
-def test_training_dtype_choice():
+def test_auto_training_dtype_is_float32_on_the_cpu():
+    """The name-to-dtype choice only; that the UNet then computes in it is checked in a real
+    ComfyUI (integration: test_training_dtype_is_the_dtype_the_unet_computes_in)."""
     from vrwkv_editor.nodes.tune import resolve_dtype
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32          # bf16 autocast is slow on CPUs
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_dtype("float32", cpu) == torch.float32
+
+
+def test_query_delta_is_added_in_float32():
+    """A delta of 1e-4 of the weight is below half a bfloat16 step of it (2e-3 to 4e-3):
+    added in bfloat16 it would vanish; the wrapper returns W + delta in float32."""
+    from vrwkv_editor.nodes.tune import QueryDelta
+    weight = (torch.rand(8, 8) + 0.5).to(torch.bfloat16)
+    wrapper = QueryDelta(weight)
+    with torch.no_grad():
+        wrapper.delta.copy_(1e-4 * weight.float())
+    out = wrapper(weight)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out - weight.float(), wrapper.delta.detach(), rtol=1e-2, atol=0)
+
+
+def test_retuning_composes_the_differences_from_the_checkpoint():
+    from vrwkv_editor.nodes.tune import compose_deltas
+    earlier = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])}
+    new = {"a": torch.tensor([0.5, -2.0]), "c": torch.tensor([4.0])}
+    total = compose_deltas(earlier, new)
+    assert set(total) == {"a", "b", "c"}
+    assert torch.equal(total["a"], torch.tensor([1.5, 0.0])) and torch.equal(total["b"], earlier["b"])
+    assert torch.equal(total["c"], new["c"])
+    for alone in (earlier, new):            # a run of trainable=vrwkv keeps the earlier differences
+        kept = compose_deltas(alone, {}) if alone is earlier else compose_deltas({}, alone)
+        assert kept.keys() == alone.keys() and all(torch.equal(kept[k], alone[k]) for k in alone)

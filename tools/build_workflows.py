@@ -87,7 +87,8 @@ NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
    Keep **8-24 frames** (Frames to edit) at **512x512**.
 2. **Source prompt**: describe the clip as it is ("{SOURCE}").
 3. **VRWKV Tune On Video** fits the model to this clip: 300 steps (fewer for stronger
-   style changes). It saves `models/vrwkv/{NAME}.safetensors`.
+   style changes). It saves `models/vrwkv/{NAME}.safetensors` (a taken name gets a counter,
+   `{NAME}_00001`...: the node shows the file written, never replacing one).
 4. **VRWKV DDIM Inversion** turns the frames into the noise that regenerates them
    (saved under `output/vrwkv_inversions/` for re-edits).
 5. **Edit prompt**: what it should become ("{EDIT}"). KSampler (DDIM): 50 steps, cfg 12.5.
@@ -104,7 +105,8 @@ NOTE_REEDIT = f"""## Re-edit a tuned clip (no tuning)
 Needs a run of *vrwkv_edit_video* first: **VRWKV Load Weights** reads
 `models/vrwkv/{NAME}.safetensors`, and the inversion is loaded from
 `output/vrwkv_inversions/{NAME}.safetensors` (mode *load saved*: checked against this clip,
-steps and cfg). Change the **Edit prompt** and run: seconds instead of minutes.
+steps and cfg). If that run wrote numbered files (`{NAME}_00001`...), pick those names here.
+Change the **Edit prompt** and run: seconds instead of minutes.
 Keep the frames and size exactly as they were tuned."""
 
 NOTE_CUSTOM = """## The same edit with core custom sampling

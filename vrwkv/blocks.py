@@ -22,6 +22,13 @@ from torch.utils.checkpoint import checkpoint
 from ..kernels import bi_wkv
 
 
+def is_temporal_parameter(name: str) -> bool:
+    """The temporal parameters of a block, by parameter name: every interpolation weight
+    `mu*`, the Bi-WKV `decay` and `first` (tuning gives them their own learning rate)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("mu") or leaf in ("decay", "first")
+
+
 def time_shift(x: torch.Tensor) -> torch.Tensor:
     """x_{t-1} for every frame t of (videos, T, H, W, C), zero before the first frame."""
     return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]

@@ -101,11 +101,12 @@ def inversion_path(folder: str, name: str) -> str:
     return os.path.join(folder, base + ".safetensors")
 
 
-def save_inversion(path: str, inverted: torch.Tensor, source: torch.Tensor, info: Inversion) -> None:
-    """Writes the inverted latent and its source latent atomically (temp file + rename)."""
+def save_inversion(path: str, inverted: torch.Tensor, source: torch.Tensor, info: Inversion) -> str:
+    """Writes the inverted latent and its source latent atomically, at `path` or, when that
+    file exists, at its next free counter name (never replacing it); returns the path written."""
     metadata = {"format": FILE_FORMAT, "inversion": json.dumps(info.to_dict()),
                 "shape": json.dumps(list(inverted.shape))}
-    save_safetensors_atomic({"inverted": inverted.float(), "source": source.float()}, path, metadata)
+    return str(save_safetensors_atomic({"inverted": inverted.float(), "source": source.float()}, path, metadata))
 
 
 def load_inversion(path: str) -> tuple:

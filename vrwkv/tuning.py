@@ -3,7 +3,11 @@
 Each step draws one timestep for the whole clip and one noise tensor, and minimises the
 epsilon-prediction MSE; the caller supplies that loss (`step_loss`), which is where the
 model is called. AdamW as Tune-A-Video (betas 0.9/0.999, eps 1e-8, weight decay 1e-2,
-gradient clipping at 1.0). A step is applied only when its loss and gradients are finite,
+gradient clipping at 1.0), except for the blocks' temporal parameters (every `mu`, `decay`,
+`first`): AdamW moves a parameter by about lr per step whatever its gradient, so at 3e-5 for
+300 steps these (initialised at 1.0, meaningful over several units) would move by less than
+0.01, i.e. stay frozen at their init; they get `lr * temporal_lr_multiplier` and no weight
+decay (`param_groups`). A step is applied only when its loss and gradients are finite,
 so the parameters always hold the last good state: a NaN stops the run with the step
 named, and an exception from `on_step` (ComfyUI's interrupt) leaves the completed steps.
 """
@@ -14,6 +18,20 @@ from typing import Callable
 
 import torch
 
+from .blocks import is_temporal_parameter
+
+# Provisional, to be chosen on the edit-quality benchmark: 3e-5 * 100 = 3e-3 per step lets a
+# temporal parameter move by up to ~0.9 over the recipe's 300 steps where its gradient keeps
+# one sign (less where it is noisy), i.e. across the range where mu and decay change meaning,
+# without leaving it (decay and first stay near their init scale of 1).
+TEMPORAL_LR_MULTIPLIER = 100.0
+# Adam's eps for the temporal parameters. `first` enters as first / L and weighs one token
+# among L, so its gradient is ~1/L^2 of the others' (1e-10 on an 8-frame 8x8 clip, far
+# less at 512 px), far below the recipe's eps of 1e-8, which would then cut its steps by
+# orders of magnitude; with a smaller eps every temporal parameter takes Adam's usual
+# ~lr-sized steps.
+TEMPORAL_EPS = 1e-16
+
 
 @dataclass(frozen=True)
 class TuneSettings:
@@ -22,6 +40,7 @@ class TuneSettings:
     seed: int = 0
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
+    temporal_lr_multiplier: float = TEMPORAL_LR_MULTIPLIER
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,12 +55,29 @@ def draw_noise(generator: torch.Generator, x0: torch.Tensor, num_timesteps: int 
     return t, noise
 
 
+def param_groups(named_parameters, settings: TuneSettings) -> list[dict]:
+    """AdamW parameter groups for (name, parameter) pairs of VRWKV blocks: the temporal
+    parameters at lr * temporal_lr_multiplier without weight decay (and with TEMPORAL_EPS),
+    the rest as the recipe."""
+    temporal, rest = [], []
+    for name, p in named_parameters:
+        (temporal if is_temporal_parameter(name) else rest).append(p)
+    return [{"params": rest},
+            {"params": temporal, "lr": settings.lr * settings.temporal_lr_multiplier, "weight_decay": 0.0,
+             "eps": TEMPORAL_EPS}]
+
+
 def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings: TuneSettings,
          on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Runs `settings.steps` AdamW steps on `params`; returns the loss of every step.
+    """Runs `settings.steps` AdamW steps on `params` (parameters, or groups of them as torch
+    optimizers take, e.g. from `param_groups`); returns the loss of every step.
     `step_loss(generator)` computes one step's loss; `on_step(step, loss)` is called after
     each applied step (1-based) and may raise to stop the run."""
-    params = [p for p in params if p.requires_grad]
+    groups = list(params)
+    groups = groups if groups and isinstance(groups[0], dict) else [{"params": groups}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [g for g in groups if g["params"]]
+    params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("nothing to tune: no parameter requires gradients")
     # Bi-WKV does not check its decay and bonus every call (a GPU sync): check them here once;
@@ -49,7 +85,7 @@ def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings:
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise NonFiniteLoss("tuning starts from non-finite weights (a diverged run or a broken file); "
                             "reload the model and the VRWKV weights")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8,
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     losses = []

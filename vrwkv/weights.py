@@ -4,7 +4,8 @@ Tensors: `vrwkv.<block param>` for the VRWKV blocks and `base.<UNet key>` for tu
 weights, stored as differences from the weights they were tuned from (so a file applies to
 the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
 `format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record).
-Files are written atomically (vrwkv/files.py) and never unpickled.
+Files are written atomically, never over an existing file (vrwkv/files.py: a taken
+name gets a counter suffix), and never unpickled.
 """
 
 import json

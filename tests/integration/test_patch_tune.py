@@ -138,3 +138,116 @@ def test_tuning_on_an_empty_latent_says_what_to_connect(comfy_server):
     graph["tune"]["inputs"]["latent"] = ["empty", 0]
     with pytest.raises(RuntimeError, match="all zeros.*connect the VAE Encode output"):
         comfy_server.run(graph, timeout=300)
+
+
+def weights_path(history, node):
+    """The file a node reports it wrote (Tune On Video, Save Weights)."""
+    [path] = history["outputs"][node]["text"]
+    return path
+
+
+def test_retuned_model_saves_a_file_that_reproduces_it(comfy_server):
+    """A MODEL loaded with tuned query differences (base.*) and tuned again saves the sum of
+    both runs' differences, so reloading the file samples like the MODEL it was saved from,
+    whether the second run tunes the queries again (vrwkv+attn_q) or only the blocks (vrwkv)."""
+    from vrwkv_editor.vrwkv.weights import load_weights
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
+    graph["tune"] = tune_node(["patch", 0], steps=2, save_name="it_chain_first", trainable="vrwkv+attn_q")
+    first = weights_path(comfy_server.run(graph, timeout=900), "tune")
+
+    graph = clip_graph()
+    graph["load"] = {"class_type": "VRWKVLoadWeights", "inputs": {"model": ["ckpt", 0], "weights": "it_chain_first.safetensors"}}
+    for trainable in ("vrwkv+attn_q", "vrwkv"):
+        key = trainable.replace("+", "_")
+        graph[f"tune_{key}"] = tune_node(["load", 0], steps=2, save_name=f"it_chain_{key}", trainable=trainable)
+        sample_and_save(graph, f"tuned_{key}", [f"tune_{key}", 0], f"chain_tuned_{key}")
+    history = comfy_server.run(graph, timeout=900)
+    saved = {key: weights_path(history, f"tune_{key}") for key in ("vrwkv_attn_q", "vrwkv")}
+
+    graph = clip_graph()
+    for key, path in saved.items():
+        graph[f"load_{key}"] = {"class_type": "VRWKVLoadWeights",
+                                "inputs": {"model": ["ckpt", 0], "weights": path.rsplit("/", 1)[-1]}}
+        sample_and_save(graph, f"reloaded_{key}", [f"load_{key}", 0], f"chain_reloaded_{key}")
+    comfy_server.run(graph, timeout=900)
+    for key in saved:
+        tuned, reloaded = latent(comfy_server, f"chain_tuned_{key}"), latent(comfy_server, f"chain_reloaded_{key}")
+        # The tuned MODEL adds the two differences one after the other, the file's patch their
+        # sum: float32 rounding apart the same weights, and after 3 sampling steps the same
+        # latents to 1e-5 of their largest value (measured 6.9e-5 with values up to 38).
+        difference = (reloaded - tuned).abs().max() / tuned.abs().max()
+        print(f"\n{key}: reloaded vs tuned max |difference| / max |latent| = {difference:.2e}")
+        assert difference < 1e-5, (key, difference)
+    earlier = load_weights(first)[2]
+    for key, path in saved.items():
+        base = load_weights(path)[2]
+        assert base.keys() == earlier.keys()
+        if key == "vrwkv":
+            assert all(torch.equal(base[k], earlier[k]) for k in base)
+        else:
+            assert all(not torch.equal(base[k], earlier[k]) for k in base)
+
+
+def test_training_dtype_is_the_dtype_the_unet_computes_in(comfy_server):
+    """On a MODEL that computes in float16 (core ModelComputeDtype), every training_dtype
+    choice is what the UNet computes in while tuning (the dtype of its mid-block output,
+    recorded in the file): float32 (and auto on the CPU) in float32, bfloat16 in bfloat16,
+    with the query projections tuned through their float32 projection."""
+    from vrwkv_editor.vrwkv.weights import load_weights
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "mid", "resolution": "all"}}
+    graph["half"] = {"class_type": "ModelComputeDtype", "inputs": {"model": ["patch", 0], "dtype": "fp16"}}
+    for choice in ("float32", "auto", "bfloat16"):
+        graph[f"tune_{choice}"] = tune_node(["half", 0], steps=1, save_name=f"it_dtype_{choice}",
+                                            trainable="vrwkv+attn_q")
+        graph[f"tune_{choice}"]["inputs"]["training_dtype"] = choice
+    history = comfy_server.run(graph, timeout=900)
+    computed = {choice: load_weights(weights_path(history, f"tune_{choice}"))[3]["unet_compute_dtype"]
+                for choice in ("float32", "auto", "bfloat16")}
+    assert computed == {"float32": "float32", "auto": "float32", "bfloat16": "bfloat16"}
+
+
+def test_v_prediction_models_are_refused_before_any_step(comfy_server):
+    """Tuning trains noise prediction: a v-prediction MODEL is refused with the DDIM nodes'
+    message before a step runs."""
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "mid", "resolution": "all"}}
+    graph["vpred"] = {"class_type": "ModelSamplingDiscrete",
+                      "inputs": {"model": ["patch", 0], "sampling": "v_prediction", "zsnr": False}}
+    message = r"needs a noise-predicting model with discrete timesteps.*v-prediction is not supported.*V_PREDICTION"
+    graph["tune"] = tune_node(["vpred", 0], steps=2)
+    seen = len(comfy_server.log_text())
+    with pytest.raises(RuntimeError, match="VRWKV Tune On Video " + message):
+        comfy_server.run(graph, timeout=300)
+    assert "VRWKV tuning: step" not in comfy_server.log_text()[seen:]
+    del graph["tune"]
+    graph["invert"] = {"class_type": "VRWKVDDIMInversion", "inputs": {
+        "model": ["vpred", 0], "latent": ["latent", 0], "positive": ["pos", 0], "steps": 2, "cfg": 1.0,
+        "refine": 0, "mode": "invert", "save_name": "unused"}}
+    graph["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["invert", 0], "filename_prefix": "latents/never"}}
+    with pytest.raises(RuntimeError, match="VRWKV DDIM " + message):
+        comfy_server.run(graph, timeout=300)
+
+
+def test_saving_under_a_taken_name_writes_a_new_file(comfy_server):
+    """Tune On Video and Save Weights never replace a file: a taken name gets the next free
+    counter and each node reports the file it wrote."""
+    folder = comfy_server.base_dir / "models" / "vrwkv"
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel",
+                      "inputs": {"model": ["ckpt", 0], "placement": "mid", "resolution": "all"}}
+    graph["tune"] = tune_node(["patch", 0], steps=1, save_name="it_same")
+    first = weights_path(comfy_server.run(graph, timeout=600), "tune")
+    assert first == str(folder / "it_same.safetensors")
+    content = (folder / "it_same.safetensors").read_bytes()
+
+    graph["tune"]["inputs"]["seed"] = 2
+    graph["save"] = {"class_type": "VRWKVSaveWeights", "inputs": {"model": ["tune", 0], "name": "it_same"}}
+    history = comfy_server.run(graph, timeout=600)
+    written = {weights_path(history, "tune"), weights_path(history, "save")}
+    assert written == {str(folder / "it_same_00001.safetensors"), str(folder / "it_same_00002.safetensors")}
+    assert (folder / "it_same.safetensors").read_bytes() == content
