@@ -46,7 +46,7 @@ QUERY_PROJECTIONS = ("attn1.to_q", "attn2.to_q")
 BLOCK_NAME = re.compile(r"(?:(input|output)_blocks\.(\d+)|middle_block)\.\d+\.transformer_blocks\.(\d+)")
 
 
-def sdpa(q, k, v, heads, attn_precision=None):
+def sdpa(q, k, v, heads):
     """ComfyUI's attention signature: (batch, tokens, heads * dim) in and out."""
     q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
     return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
@@ -70,8 +70,9 @@ class SparseCausalAttention:
 
     def __call__(self, q, k, v, extra_options):
         frames = frames_per_video(q.shape[0], extra_options)
-        return self.attention(q, first_and_previous(k, frames), first_and_previous(v, frames),
-                              extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"))
+        precision = extra_options.get("attn_precision")     # passed on only when set: plain attentions lack it
+        return self.attention(q, first_and_previous(k, frames), first_and_previous(v, frames), extra_options["n_heads"],
+                              **({} if precision is None else {"attn_precision": precision}))
 
 
 class TemporalAttention(nn.Module):
@@ -90,11 +91,12 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x, frames: int, attention=sdpa):
-        """x: the block's residual stream, (videos * frames, tokens, dim)."""
+        """x: the block's residual stream, (videos * frames, tokens, dim). The branch runs in
+        the module's dtype, the residual sum in x's."""
         seq = rearrange(x, "(v f) n c -> (v n) f c", f=frames)
-        h = self.norm(seq)
-        seq = seq + self.to_out(attention(self.to_q(h), self.to_k(h), self.to_v(h), self.heads))
-        return rearrange(seq, "(v n) f c -> (v f) n c", n=x.shape[1])
+        h = self.norm(seq.to(self.to_out.weight.dtype))
+        out = self.to_out(attention(self.to_q(h), self.to_k(h), self.to_v(h), self.heads))
+        return rearrange(seq + out.to(seq.dtype), "(v n) f c -> (v f) n c", n=x.shape[1])
 
 
 def block_key_name(key) -> str:
@@ -111,9 +113,7 @@ class TemporalAttentions(ModulePatch):
     def __call__(self, x, extra_options):
         self.to(x.device)          # no-op once loaded; covers offload modes that skip model_patches_to
         layer = self.module[block_key_name((*extra_options["block"], extra_options["block_index"]))]
-        frames = frames_per_video(x.shape[0], extra_options)
-        dtype = layer.to_out.weight.dtype
-        return layer(x.to(dtype), frames, self.attention).to(x.dtype)
+        return layer(x, frames_per_video(x.shape[0], extra_options), self.attention)
 
 
 def transformer_blocks(unet: nn.Module) -> dict:
