@@ -197,3 +197,18 @@ def tune_a_video_comfy(model, gradient_checkpointing: bool = True):
         for key, fn in checkpoint_patches(unet).items():
             trainer.add_object_patch(key, fn)
     return tav, trainer, deltas + tav.parameters()
+
+
+def tune_in_comfy(trainer, params, samples, conditioning, steps: int, seed: int = 0, lr: float = 3e-5,
+                  dtype=torch.float32) -> list:
+    """`steps` steps of VRWKV Tune On Video's loop (its sampler in ComfyUI's guider, the
+    pack's AdamW recipe) on `params` of the ModelPatcher `trainer`; returns the losses."""
+    import comfy.model_management
+    from vrwkv_editor.nodes.tune import TuneSampler, run_tuning
+    from vrwkv_editor.vrwkv.tuning import TuneSettings
+
+    with torch.inference_mode(False):
+        comfy.model_management.load_models_gpu([trainer], memory_required=1e20, force_full_load=True)
+        sampler = TuneSampler(params, TuneSettings(steps=steps, lr=lr, seed=seed), dtype, lambda step, losses: None)
+        run_tuning(trainer, sampler, samples, conditioning, seed)
+    return sampler.losses
