@@ -176,18 +176,15 @@ def tune_a_video(unet: nn.Module, attention=sdpa):
     return tav, queries + tav.parameters()
 
 
-def tune_a_video_comfy(model, gradient_checkpointing: bool = True):
-    """(tav, trainer, trainable parameters) for a ComfyUI ModelPatcher holding an SD1.5
-    UNet: `trainer` is a clone carrying the patches, the query projections wrapped in
-    trainable deltas (VRWKV Tune On Video's QueryDelta) and, if asked, the same gradient
-    checkpointing as that node (every ResBlock and SpatialTransformer recomputed)."""
-    import comfy.ldm.modules.attention
+def query_trainer(model, gradient_checkpointing: bool = True):
+    """(trainer, deltas): a clone of the ComfyUI ModelPatcher `model` whose attn1/attn2 to_q
+    are wrapped in trainable deltas (VRWKV Tune On Video's QueryDelta) and, if asked, with
+    that node's gradient checkpointing (every ResBlock and SpatialTransformer recomputed)."""
     import comfy.utils
     from vrwkv_editor.nodes.tune import QueryDelta, checkpoint_patches, query_weight_keys
 
-    unet = model.get_model_object("diffusion_model")
-    tav = TuneAVideo(unet, comfy.ldm.modules.attention.optimized_attention)
-    trainer = tav.apply(model)
+    trainer = model.clone()
+    unet = trainer.get_model_object("diffusion_model")
     deltas = []
     for key in query_weight_keys(unet):
         wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
@@ -196,6 +193,17 @@ def tune_a_video_comfy(model, gradient_checkpointing: bool = True):
     if gradient_checkpointing:
         for key, fn in checkpoint_patches(unet).items():
             trainer.add_object_patch(key, fn)
+    return trainer, deltas
+
+
+def tune_a_video_comfy(model, gradient_checkpointing: bool = True):
+    """(tav, trainer, trainable parameters) for a ComfyUI ModelPatcher holding an SD1.5
+    UNet: `trainer` (see query_trainer) carries Tune-A-Video's patches; the parameters are
+    its trainable set, query deltas first."""
+    import comfy.ldm.modules.attention
+
+    tav = TuneAVideo(model.get_model_object("diffusion_model"), comfy.ldm.modules.attention.optimized_attention)
+    trainer, deltas = query_trainer(tav.apply(model), gradient_checkpointing)
     return tav, trainer, deltas + tav.parameters()
 
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from harness import run_comfy_python
+from comfy_server import run_comfy_python
 
 CHECK = Path(__file__).resolve().parent / "tune_a_video_check.py"
 
