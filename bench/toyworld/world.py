@@ -111,9 +111,9 @@ def path(kind: str, frames: int, seed: int, size: int = SIZE) -> torch.Tensor:
         offsets = (s - 0.5)[:, None] * span * d + swing[:, None] * 0.12 * size * normal
     elif kind == "speed":
         offsets = (s * s - 0.5)[:, None] * span * d
-    else:  # exit: out through one edge and back along the same line
-        reach = 0.5 * size + SIZES["large"] + 2
-        offsets = torch.sin(s * math.pi)[:, None] * reach * d
+    else:  # exit: from near the centre out through one edge (wholly outside) and back along the same line
+        near, reach = 6.0, 0.5 * size + SIZES["large"] * 4 / 3 + 1
+        offsets = (near + (reach - near) * torch.sin(s * math.pi))[:, None] * d
     return mid + offsets
 
 
