@@ -150,3 +150,28 @@ def test_training_dtype_choice():
     assert resolve_dtype("auto", cpu) == torch.float32          # bf16 autocast is slow on CPUs
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_dtype("float32", cpu) == torch.float32
+
+
+def test_checkpointed_recompute_sees_the_transformer_options_of_its_call():
+    """The UNet rewrites one transformer_options dict as it goes; a patch looked up by block
+    must get the same block when backward recomputes the layer."""
+    from vrwkv_editor.nodes.tune import checkpointed
+    weights = {("input", i): torch.nn.Parameter(torch.tensor(float(i + 1))) for i in range(3)}
+
+    def layer(x, transformer_options):
+        return (x * weights[transformer_options["block"]]).sin()
+
+    def unet(x, forward):
+        options = {}
+        for i in range(3):
+            options["block"] = ("input", i)
+            x = forward(x, options)
+        return x.sum()
+
+    grads = []
+    for forward in (layer, checkpointed(layer)):
+        unet(torch.linspace(0.1, 1.0, 5), forward).backward()
+        grads.append(torch.stack([w.grad for w in weights.values()]))
+        for w in weights.values():
+            w.grad = None
+    torch.testing.assert_close(grads[1], grads[0])
