@@ -4,6 +4,7 @@ Node classes only declare their inputs here; anything that touches ComfyUI is im
 inside the functions that run, so the schemas load (and are tested) without ComfyUI.
 """
 
+from .coherence import VRWKVVideoCoherence
 from .ddim import VRWKVDDIMInversion, VRWKVKSampler, VRWKVSamplerDDIM
 from .patch_model import VRWKVPatchModel
 from .tune import VRWKVTuneOnVideo
@@ -17,6 +18,7 @@ NODE_CLASSES = {
     "VRWKVDDIMInversion": (VRWKVDDIMInversion, "VRWKV DDIM Inversion"),
     "VRWKVKSampler": (VRWKVKSampler, "VRWKV KSampler (DDIM)"),
     "VRWKVSamplerDDIM": (VRWKVSamplerDDIM, "VRWKV Sampler (DDIM)"),
+    "VRWKVVideoCoherence": (VRWKVVideoCoherence, "VRWKV Video Coherence"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}

@@ -9,7 +9,7 @@ import vrwkv_editor
 from vrwkv_editor.nodes.common import require_sd15
 
 CONTRACT_IDS = {"VRWKVPatchModel", "VRWKVTuneOnVideo", "VRWKVDDIMInversion", "VRWKVKSampler", "VRWKVSamplerDDIM",
-                "VRWKVSaveWeights", "VRWKVLoadWeights"}
+                "VRWKVSaveWeights", "VRWKVLoadWeights", "VRWKVVideoCoherence"}
 NODES = sorted(vrwkv_editor.NODE_CLASS_MAPPINGS.items())
 
 

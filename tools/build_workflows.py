@@ -58,6 +58,15 @@ OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "mkvideo", "images")
                 ("mkvideo", 0, "save", "video")]
 
 
+def coherence(column):
+    """The edit measured against the source frames, numbers and plot shown on the canvas."""
+    return {"coherence": ("VRWKVVideoCoherence", [column, 0], {}, "Coherence: edit vs source"),
+            "coh_text": ("PreviewAny", [column, 1], {}, "Coherence numbers (lower is better)"),
+            "coh_plot": ("PreviewImage", [column, 2], {}, "Coherence per frame pair")}, \
+           [("decode", 0, "coherence", "edited"), ("size", 0, "coherence", "source"),
+            ("coherence", 5, "coh_text", "source"), ("coherence", 6, "coh_plot", "images")]
+
+
 def inversion(model_key, mode):
     return {"invert": ("VRWKVDDIMInversion", [4, 0], {"steps": 50, "cfg": 1.0, "refine": 0, "mode": mode,
                                                           "save_name": NAME}, None)}, \
@@ -82,6 +91,9 @@ NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
 4. **VRWKV DDIM Inversion** turns the frames into the noise that regenerates them
    (saved under `output/vrwkv_inversions/` for re-edits).
 5. **Edit prompt**: what it should become ("{EDIT}"). KSampler (DDIM): 50 steps, cfg 12.5.
+
+6. **VRWKV Video Coherence** measures the edit against the source (warp error, flicker,
+   motion EPE; lower is better; the source's own levels for reference).
 
 Re-edit the same clip without tuning: *vrwkv_reedit_saved_weights*.
 Out of memory: lower the frame count, set resolution to *half and below* in VRWKV Patch
@@ -118,22 +130,25 @@ def custom_sampling():
 
 
 def workflows():
+    coh_nodes, coh_links = coherence(6)
     inv_nodes, inv_links = inversion("tune", "invert and save")
     ks_nodes, ks_links = ksampler("tune")
-    edit = ({**CLIP_IN, **TUNE, **inv_nodes, **ks_nodes, **OUTPUT},
-            CLIP_LINKS + TUNE_LINKS + inv_links + ks_links + OUTPUT_LINKS, NOTE_EDIT)
+    edit = ({**CLIP_IN, **TUNE, **inv_nodes, **ks_nodes, **OUTPUT, **coh_nodes},
+            CLIP_LINKS + TUNE_LINKS + inv_links + ks_links + OUTPUT_LINKS + coh_links, NOTE_EDIT)
 
     load = {"load": ("VRWKVLoadWeights", [2, 1], {"weights": f"{NAME}.safetensors"}, None)}
     inv_nodes, inv_links = inversion("load", "load saved")
     ks_nodes, ks_links = ksampler("load")
-    reedit = ({**CLIP_IN, **load, **inv_nodes, **ks_nodes, **OUTPUT},
-              CLIP_LINKS + [("ckpt", 0, "load", "model")] + inv_links + ks_links + OUTPUT_LINKS, NOTE_REEDIT)
+    reedit = ({**CLIP_IN, **load, **inv_nodes, **ks_nodes, **OUTPUT, **coh_nodes},
+              CLIP_LINKS + [("ckpt", 0, "load", "model")] + inv_links + ks_links + OUTPUT_LINKS + coh_links,
+              NOTE_REEDIT)
 
     inv_nodes, inv_links = inversion("tune", "invert")
     cs_nodes, cs_links = custom_sampling()
     output = {key: (node[0], [6, node[1][1]], *node[2:]) for key, node in OUTPUT.items()}
-    custom = ({**CLIP_IN, **TUNE, **inv_nodes, **cs_nodes, **output},
-              CLIP_LINKS + TUNE_LINKS + inv_links + cs_links + OUTPUT_LINKS, NOTE_CUSTOM)
+    coh_nodes, coh_links = coherence(7)
+    custom = ({**CLIP_IN, **TUNE, **inv_nodes, **cs_nodes, **output, **coh_nodes},
+              CLIP_LINKS + TUNE_LINKS + inv_links + cs_links + OUTPUT_LINKS + coh_links, NOTE_CUSTOM)
     return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom}
 
 
@@ -186,8 +201,10 @@ g.setDirtyCanvas(true, true);
 """
 
 
+# only widgets saved in widgets_values (PreviewAny's "preview" display is not)
 WIDGETS_JS = """
-return Object.fromEntries(arguments[0].map(t => [t, (LiteGraph.createNode(t).widgets || []).map(w => w.name)]));
+return Object.fromEntries(arguments[0].map(t => [t, (LiteGraph.createNode(t).widgets || [])
+  .filter(w => w.serialize !== false).map(w => w.name)]));
 """
 
 

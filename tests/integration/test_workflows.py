@@ -1,9 +1,11 @@
 """End to end: every example workflow, converted to the API form and queued over HTTP on
 the random SD1.5 checkpoint and the generated 8-frame 64x64 clip with small step counts,
-writes a video with the clip's frame count and size. The re-edit workflow runs on the
+writes a video with the clip's frame count and size, and its coherence numbers (edit vs
+source) reach the history and the canvas's PreviewAny. The re-edit workflow runs on the
 weights and inversion the first one saved."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,11 @@ def test_workflow_writes_the_edited_video(name, comfy_server):
     graph = ui_to_api(json.loads((WORKFLOWS / f"{name}.json").read_text()), comfy_server.object_info())
     point_at(graph, CHECKPOINTS["shallow"], CLIP_NAME, frames=8, size=64, tune_steps=3, ddim_steps=5)
     before = set((comfy_server.output_dir / "video").glob("*"))
-    comfy_server.run(graph, timeout=1800)
+    entry = comfy_server.run(graph, timeout=1800)
     new = sorted(set((comfy_server.output_dir / "video").glob("*")) - before)
     assert len(new) == 1, new
     assert video_info(new[0]) == {"frames": 8, "width": 64, "height": 64}
+    outputs = {graph[key]["class_type"]: out for key, out in entry["outputs"].items()}
+    numbers = outputs["VRWKVVideoCoherence"]["coherence"][0]
+    assert len(numbers) == 5 and all(math.isfinite(v) and v >= 0 for v in numbers.values()), numbers
+    assert outputs["PreviewAny"]["text"] == outputs["VRWKVVideoCoherence"]["text"]
