@@ -47,7 +47,6 @@ def main():
         "called": [list(k) for k in sorted(seen)], "attention_shapes": sorted(map(list, shapes)),
         "finite": bool(torch.isfinite(out).all()), "shape": list(out.shape),
         "losses": losses, "params": len(params), "moved": sum(moved),
-        "queries": sum(p.numel() for p in params[:2 * len(blocks)]),
     }))
 
 
