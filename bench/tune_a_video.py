@@ -18,13 +18,15 @@ a `middle_patch`. Deviations from Tune-A-Video's code, each deliberate:
    ComfyUI's BasicTransformerBlock (v0.3.64) has no hook there; the closest public one is
    `middle_patch`, on the residual stream right after attn1 (before cross-attention and
    the feed-forward). Same operations and parameters, so the same cost; the block's order
-   differs.
+   differs. (An object patch of each block's `forward` could place it exactly, but the toy
+   UNet, called without a ModelPatcher, would then need another mechanism.)
 2. Zero output: Tune-A-Video zeroes attn_temp's output weight but leaves its bias at the
    default random init (a small constant shift at init); here the bias is zero too, so
    the patched UNet is exactly sparse-causal SD at init.
 3. Tune-A-Video's `norm_temp` is not in its trainable set (module names ending in
    "attn_temp" are): the LayerNorm here stays frozen at (1, 0) as well.
-Attention kernels: the caller passes the attention function its UNet uses (ComfyUI's
+Gradient checkpointing is VRWKV Tune On Video's (each ResBlock and SpatialTransformer
+recomputed), the granularity of Tune-A-Video's own. Attention kernels: the caller passes the attention function its UNet uses (ComfyUI's
 `optimized_attention` in `apply`), so both attentions run on the same kernel as the UNet's
 own; the default is PyTorch's SDPA.
 """
