@@ -119,6 +119,43 @@ def one_case(method, frames, size, depth, steps):
     return {"step_s": (times[1] - times[0]) / steps, "above_bytes": memory.above, "params": trained}
 
 
+def write_results(runs: dict, args, device: str) -> None:
+    """The table of every frame count measured for all methods so far (rewritten after each
+    run, so an interrupted benchmark keeps what it measured)."""
+    frames_done = [f for f in args.frames if all((m, f) in runs for m in METHODS)]
+    if not frames_done:
+        return
+    repeats = min(len(runs[(m, f)]) for m in METHODS for f in frames_done)
+    rows = {key: {"step_s": min(r["step_s"] for r in rs), "slowest_s": max(r["step_s"] for r in rs),
+                  "above_bytes": min(r["above_bytes"] for r in rs), "params": rs[0]["params"]}
+            for key, rs in runs.items()}
+    lines = [f"# Tuning cost, VRWKV vs Tune-A-Video vs the plain UNet: {machine_name(device)}", "",
+             f"SD1.5 UNet ({args.depth}), random weights, float32, latent {args.size}x{args.size} "
+             f"({args.size * 8}x{args.size * 8} px), one prompt, gradient checkpointing on for all, the pack's "
+             f"tuning loop (AdamW); {args.steps} timed steps per run after a warm-up, {repeats} run(s) per "
+             "case (methods interleaved): the fastest kept (slowest in brackets), memory the least of the runs. "
+             "VRWKV: VRWKV Tune On Video as shipped (skip+mid at all levels, trainable vrwkv). Tune-A-Video: "
+             "bench/tune_a_video.py (sparse-causal attn1, temporal attention in every transformer block; trains "
+             "attn1/attn2 to_q + temporal attention). Plain: no patch, attn1/attn2 to_q trained. Memory: peak "
+             "above the loaded model during the timed steps.", "",
+             "Trained parameters: " + ", ".join(f"{m} {rows[(m, frames_done[0])]['params'] / 1e6:.1f} M"
+                                                for m in METHODS) + ".", ""]
+    if args.note:
+        lines += [args.note, ""]
+    lines += ["| frames | method | s/step (slowest) | GiB above model | time / TAV | memory / TAV |",
+              "|---|---|---|---|---|---|"]
+    for frames in frames_done:
+        ref = rows[(REFERENCE, frames)]
+        for m in METHODS:
+            r = rows[(m, frames)]
+            lines.append(f"| {frames} | {m} | {r['step_s']:.2f} ({r['slowest_s']:.2f}) | "
+                         f"{r['above_bytes'] / 2**30:.2f} | {r['step_s'] / ref['step_s']:.2f}x | "
+                         f"{r['above_bytes'] / ref['above_bytes']:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"tuning_cost_{device}_{args.depth}_{args.size}.md").write_text(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 16])
@@ -147,35 +184,7 @@ def main(argv=None):
                 runs.setdefault((method, frames), []).append(r)
                 print(f"run {repeat + 1} {method:13s} T={frames:3d}: {r['step_s']:.3f} s/step, "
                       f"{r['above_bytes'] / 2**30:.2f} GiB above the model", flush=True)
-    rows = {key: {"step_s": min(r["step_s"] for r in rs), "slowest_s": max(r["step_s"] for r in rs),
-                  "above_bytes": min(r["above_bytes"] for r in rs), "params": rs[0]["params"]}
-            for key, rs in runs.items()}
-    lines = [f"# Tuning cost, VRWKV vs Tune-A-Video vs the plain UNet: {machine_name(device)}", "",
-             f"SD1.5 UNet ({args.depth}), random weights, float32, latent {args.size}x{args.size} "
-             f"({args.size * 8}x{args.size * 8} px), one prompt, gradient checkpointing on for all, the pack's "
-             f"tuning loop (AdamW); {args.steps} timed steps per run after a warm-up, {args.repeats} runs per "
-             "case (methods interleaved): the fastest kept (slowest in brackets), memory the least of the runs. "
-             "VRWKV: VRWKV Tune On Video as shipped (skip+mid at all levels, trainable vrwkv). Tune-A-Video: "
-             "bench/tune_a_video.py (sparse-causal attn1, temporal attention in every transformer block; trains "
-             "attn1/attn2 to_q + temporal attention). Plain: no patch, attn1/attn2 to_q trained. Memory: peak "
-             "above the loaded model during the timed steps.", "",
-             "Trained parameters: " + ", ".join(f"{m} {rows[(m, args.frames[0])]['params'] / 1e6:.1f} M"
-                                                for m in METHODS) + ".", ""]
-    if args.note:
-        lines += [args.note, ""]
-    lines += ["| frames | method | s/step (slowest) | GiB above model | time / TAV | memory / TAV |",
-              "|---|---|---|---|---|---|"]
-    for frames in args.frames:
-        ref = rows[(REFERENCE, frames)]
-        for m in METHODS:
-            r = rows[(m, frames)]
-            lines.append(f"| {frames} | {m} | {r['step_s']:.2f} ({r['slowest_s']:.2f}) | "
-                         f"{r['above_bytes'] / 2**30:.2f} | {r['step_s'] / ref['step_s']:.2f}x | "
-                         f"{r['above_bytes'] / ref['above_bytes']:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"tuning_cost_{device}_{args.depth}_{args.size}.md").write_text(text)
+                write_results(runs, args, device)
 
 
 if __name__ == "__main__":
