@@ -3,7 +3,7 @@ model), deterministic from a seed and resumable.
 
     python -m bench.toyworld.train --out bench/toyworld/weights/toy_unet.safetensors
 
-Epsilon-prediction MSE on SD1.5's schedule, AdamW with linear warm-up and cosine decay, an
+An epsilon model on SD1.5's schedule whose network fits v (see unet.ToyUNet; MSE on v), AdamW with linear warm-up and cosine decay, an
 EMA of the weights (the EMA is what is evaluated and saved), 10% of captions dropped to the
 empty caption for classifier-free guidance, half the captions without the size word. Every
 `--eval-every` steps the EMA model samples `--eval-samples` images with the pack's DDIM
@@ -36,7 +36,7 @@ from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
 
 
 def batch(step: int, seed: int, size: int, model: ToyModel, drop: float):
-    """Images, noised images, noise, timesteps and captions of one step, drawn from (seed, step)."""
+    """Noised images, their v target, timesteps and captions of one step, drawn from (seed, step)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     specs = random_specs(g, size)
     x0 = torch.stack([render(s) for s in specs])
@@ -46,7 +46,7 @@ def batch(step: int, seed: int, size: int, model: ToyModel, drop: float):
     t = torch.randint(0, 1000, (size,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     a = model.alphas_cumprod[t][:, None, None, None]
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise, noise, t, captions
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0, t, captions
 
 
 @torch.no_grad()
@@ -76,13 +76,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="weights file (.safetensors) to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1600, help="step budget")
+    p.add_argument("--steps", type=int, default=800, help="step budget")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--drop", type=float, default=0.1, help="share of captions dropped (CFG)")
-    p.add_argument("--eval-every", type=int, default=150)
+    p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-samples", type=int, default=32)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--target", type=float, default=0.95)
@@ -117,8 +117,8 @@ def main(argv=None):
         lr = args.lr * min(1.0, step / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        xt, noise, t, captions = batch(step, args.seed, args.batch, model, args.drop)
-        loss = (model.unet(xt, t, model.text(captions)) - noise).pow(2).mean()
+        xt, v, t, captions = batch(step, args.seed, args.batch, model, args.drop)
+        loss = (model.unet.forward_v(xt, t, model.text(captions)) - v).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
