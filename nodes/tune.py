@@ -70,8 +70,13 @@ def query_weight_keys(unet) -> list[str]:
 
 
 def checkpointed(forward):
+    """`forward` recomputed in backward. ComfyUI's UNet keeps rewriting the transformer_options
+    dict it passes down ("block", "block_index"), so the recomputation gets a copy taken at the
+    call: patches looked up by block (attn1 replacements, middle patches) see their own block."""
     def run(*args, **kwargs):
         if torch.is_grad_enabled():
+            args = [dict(a) if isinstance(a, dict) else a for a in args]
+            kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
             return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
         return forward(*args, **kwargs)
     return run
@@ -165,6 +170,15 @@ class TuneSampler:
         return torch.zeros_like(latent_image)
 
 
+def run_tuning(trainer, sampler: TuneSampler, samples, conditioning, seed: int) -> None:
+    """Runs `sampler` (its tuning loop) on the loaded `trainer` through ComfyUI's guider with
+    the source prompt, so every patch and wrapper of the MODEL applies."""
+    import comfy.samplers
+    guider = comfy.samplers.CFGGuider(trainer)
+    guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
+    guider.sample(torch.zeros_like(samples), samples.clone(), sampler, torch.tensor([1.0, 0.0]), seed=seed)
+
+
 class VRWKVTuneOnVideo:
     DESCRIPTION = ("Tunes a VRWKV-patched SD1.5 model on one clip with its source prompt (Tune-A-Video's "
                    "recipe: all frames in every step, a random timestep per step, noise-prediction MSE, AdamW). "
@@ -220,7 +234,6 @@ class VRWKVTuneOnVideo:
     def tune(self, model, latent, conditioning, steps, learning_rate, seed, trainable, gradient_checkpointing,
              training_dtype, save_name="", note="", unique_id=None):
         import comfy.model_management
-        import comfy.samplers
         import comfy.utils
 
         samples = latent["samples"]
@@ -283,15 +296,12 @@ class VRWKVTuneOnVideo:
                     show_on_node(unique_id, status)
 
             sampler = TuneSampler(params, settings, dtype, on_step)
-            guider = comfy.samplers.CFGGuider(trainer)
-            guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
             info = {"frames": frames, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
                     "steps": steps, "lr": learning_rate, "seed": seed,
                     "temporal_lr_multiplier": settings.temporal_lr_multiplier, "trainable": trainable,
                     "training_dtype": str(dtype).replace("torch.", ""), "note": note}
             try:
-                guider.sample(torch.zeros_like(samples), samples.clone(), sampler,
-                              torch.tensor([1.0, 0.0]), seed=seed)
+                run_tuning(trainer, sampler, samples, conditioning, seed)
             except BaseException as e:
                 self._finish(tuned, patch, deltas, info, sampler)
                 saved = ""

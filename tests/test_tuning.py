@@ -233,3 +233,28 @@ def test_retuning_composes_the_differences_from_the_checkpoint():
     for alone in (earlier, new):            # a run of trainable=vrwkv keeps the earlier differences
         kept = compose_deltas(alone, {}) if alone is earlier else compose_deltas({}, alone)
         assert kept.keys() == alone.keys() and all(torch.equal(kept[k], alone[k]) for k in alone)
+
+
+def test_checkpointed_recompute_sees_the_transformer_options_of_its_call():
+    """The UNet rewrites one transformer_options dict as it goes; a patch looked up by block
+    must get the same block when backward recomputes the layer."""
+    from vrwkv_editor.nodes.tune import checkpointed
+    weights = {("input", i): torch.nn.Parameter(torch.tensor(float(i + 1))) for i in range(3)}
+
+    def layer(x, transformer_options):
+        return (x * weights[transformer_options["block"]]).sin()
+
+    def unet(x, forward):
+        options = {}
+        for i in range(3):
+            options["block"] = ("input", i)
+            x = forward(x, options)
+        return x.sum()
+
+    grads = []
+    for forward in (layer, checkpointed(layer)):
+        unet(torch.linspace(0.1, 1.0, 5), forward).backward()
+        grads.append(torch.stack([w.grad for w in weights.values()]))
+        for w in weights.values():
+            w.grad = None
+    torch.testing.assert_close(grads[1], grads[0])

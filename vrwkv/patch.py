@@ -44,7 +44,24 @@ def frames_per_video(batch: int, transformer_options: dict) -> int:
     return batch // videos
 
 
-class VRWKVPatch:
+class ModulePatch:
+    """A patch object holding trainable modules (`self.module`) that keeps their identity
+    across `ModelPatcher.clone()` and moves them between devices in their own dtype."""
+
+    module: nn.Module
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device_or_dtype):
+        if not isinstance(device_or_dtype, torch.dtype):
+            device = torch.device(device_or_dtype)
+            if next(self.module.parameters()).device != device:
+                self.module.to(device)
+        return self
+
+
+class VRWKVPatch(ModulePatch):
     """output_block_patch(h, hsp, transformer_options) -> (h, hsp)."""
 
     def __init__(self, blocks: VRWKVBlocks, info: dict | None = None, base_deltas: dict | None = None):
@@ -64,15 +81,9 @@ class VRWKVPatch:
             hsp = skip(hsp, frames, gate=h)
         return h, hsp
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def to(self, device_or_dtype):
-        if not isinstance(device_or_dtype, torch.dtype):
-            device = torch.device(device_or_dtype)
-            if next(self.blocks.parameters()).device != device:
-                self.blocks.to(device)
-        return self
+    @property
+    def module(self) -> nn.Module:
+        return self.blocks
 
     def copy(self) -> "VRWKVPatch":
         """An independent patch with its own copy of the blocks (for tuning a clone)."""

@@ -1,0 +1,40 @@
+"""Toy-world measurements of an edited clip, read by the detector: the object's centroid track
+and the share of frames showing the prompted colour and shape. The generic video metrics
+(optical-flow warp error, flicker, flow end-point error, PSNR, track error) are the pack's,
+in vrwkv/metrics.py."""
+
+import numpy as np
+import torch
+
+from .detector import Detection, detect
+
+
+def detections(frames: torch.Tensor) -> list:
+    """(T, 3, H, W) in [-1, 1] -> one Detection per frame."""
+    return [detect(f) for f in frames]
+
+
+def track(found: list) -> np.ndarray:
+    """(T, 2) centroids (x, y) in pixels, NaN where no object was found."""
+    return np.array([(d.x, d.y) if d.x is not None else (np.nan, np.nan) for d in found], np.float64)
+
+
+def whole_in_frame(found: list) -> np.ndarray:
+    """Frames whose object was found and does not touch the frame's edge (its shape is readable)."""
+    return np.array([d.x is not None and not d.touches_edge for d in found])
+
+
+def edit_fidelity(found: list, colour: str, shape: str, frames: np.ndarray) -> float:
+    """Share of the selected frames whose object has the prompted colour and shape."""
+    chosen = [d for d, keep in zip(found, frames) if keep]
+    if not chosen:
+        raise ValueError("no frame selected: the source object leaves the frame in every frame")
+    return sum(d.colour == colour and d.shape == shape for d in chosen) / len(chosen)
+
+
+def as_image_batch(frames: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [-1, 1] -> (T, H, W, 3) in [0, 1], the layout of a ComfyUI IMAGE batch."""
+    return ((frames.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+
+
+__all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "as_image_batch"]

@@ -1,0 +1,121 @@
+"""One edit of a toy clip through the pack's own pipeline: patch -> tune -> DDIM invert ->
+DDIM sample with the edit prompt.
+
+The method lives in the pack (vrwkv/layout, patch, tuning, ddim) and, for the baseline, in
+bench/tune_a_video.py; this module supplies only what ComfyUI would around them: the model
+call in sigma space with transformer options and CFG (model.Guided), and the tuning step's
+loss as VRWKV Tune On Video's sampler computes it (one timestep and one noise draw for the
+whole clip, epsilon MSE through the denoiser).
+"""
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench import load_pack
+
+from .model import Guided, ToyModel
+
+load_pack()
+from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
+from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout  # noqa: E402
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch  # noqa: E402
+from vrwkv_editor.vrwkv.tuning import TuneSettings, draw_noise, tune  # noqa: E402
+
+MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
+    pack's blocks, placement / resolution as VRWKV Patch Model's inputs) or "tav"
+    (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation)."""
+    name: str
+    kind: str
+    lr: float = 3e-5
+    placement: str = "skip+mid"
+    resolution: str = "all"
+    freeze_mu: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    tune_steps: int = 40
+    ddim_steps: int = 25
+    cfg: float = 4.0
+    seed: int = 33
+
+
+def prepare(base: ToyModel, method: Method):
+    """(model, transformer_options, trainable parameters): a copy of the base model with the
+    method's patches; the base model is never changed."""
+    model = copy.deepcopy(base).requires_grad_(False)
+    if method.kind == "plain":
+        return model, {}, []
+    if method.kind == "vrwkv":
+        spec = block_spec(unet_layout(model.unet), method.placement, LEVEL_CHOICES[method.resolution])
+        blocks = VRWKVBlocks(spec)
+        for name, p in blocks.named_parameters():
+            p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
+        options = {"patches": {"output_block_patch": [VRWKVPatch(blocks)]}}
+        return model, options, [p for p in blocks.parameters() if p.requires_grad]
+    if method.kind == "tav":
+        from bench.tune_a_video import tune_a_video
+        tav, params = tune_a_video(model.unet)
+        return model, tav.transformer_options({}), params
+    raise ValueError(f"unknown method kind {method.kind!r}; use plain, vrwkv or tav")
+
+
+def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tensor, prompt: str,
+                 steps: int, lr: float, seed: int) -> list:
+    """The pack's tuning loop on the clip with its source prompt; returns the losses."""
+    cond = model.text([prompt])
+    frames = clip.shape[0]
+    call_options = {**options, "cond_or_uncond": [0]}
+
+    def step_loss(generator):
+        t, eps = draw_noise(generator, clip)
+        sigma = model.sigmas[t].expand(frames)
+        x = clip + eps * sigma[:, None, None, None]
+        denoised = model.denoise(x, sigma, cond.detach().expand(frames, -1, -1), call_options)
+        return F.mse_loss((x - denoised) / sigma[:, None, None, None], eps)
+
+    with torch.enable_grad():
+        return tune(params, step_loss, TuneSettings(steps=steps, lr=lr, seed=seed))
+
+
+@torch.no_grad()
+def invert(model, options, clip, prompt, steps):
+    """DDIM inversion with the source prompt at cfg 1 (VRWKV DDIM Inversion's defaults, refine 0)."""
+    guided = Guided(model, model.text([prompt]), model.text([""]), 1.0, options)
+    return sample_ddim(guided, clip, ddim_sigmas(model.sigmas, steps).flip(0))
+
+
+@torch.no_grad()
+def sample(model, options, start, prompt, steps, cfg):
+    """DDIM sampling from an inverted clip (VRWKV KSampler with inverted_latent, eta 0)."""
+    guided = Guided(model, model.text([prompt]), model.text([""]), cfg, options)
+    return sample_ddim(guided, start, ddim_sigmas(model.sigmas, steps))
+
+
+def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str, edit_prompts: list,
+         settings: Settings) -> dict:
+    """Patch, tune, invert, sample each edit prompt, and reconstruct (source prompt, cfg 1).
+    Returns {"edits": {prompt: frames}, "reconstruction": frames, "losses", "tune_s"}."""
+    model, options, params = prepare(base, method)
+    start = time.perf_counter()
+    losses = []
+    if method.kind != "plain" and settings.tune_steps:
+        losses = tune_on_clip(model, options, params, clip, source_prompt, settings.tune_steps, method.lr,
+                              settings.seed)
+    tune_s = time.perf_counter() - start
+    inverted = invert(model, options, clip, source_prompt, settings.ddim_steps)
+    return {
+        "edits": {p: sample(model, options, inverted, p, settings.ddim_steps, settings.cfg) for p in edit_prompts},
+        "reconstruction": sample(model, options, inverted, source_prompt, settings.ddim_steps, 1.0),
+        "losses": losses,
+        "tune_s": tune_s,
+    }

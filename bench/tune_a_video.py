@@ -1,0 +1,224 @@
+"""Tune-A-Video (Wu et al., ICCV 2023) as ComfyUI patches: the peer baseline of the benchmarks.
+
+Tune-A-Video changes SD's UNet only inside its transformer blocks:
+- sparse-causal self-attention: frame i's attn1 takes its keys and values from frame 0 and
+  frame i-1 (its queries stay frame i's own). Frame 0 follows Tune-A-Video's convention
+  (`former_frame_index[0] = 0`): its keys are frame 0's tokens twice, which leaves the
+  softmax unchanged, so frame 0 sees ordinary self-attention;
+- a temporal attention (`attn_temp`) in every transformer block: LayerNorm, multi-head
+  self-attention across the frames at each spatial position (no position encoding), output
+  projection initialised to zero, residual;
+- trainable set: attn1.to_q, attn2.to_q and attn_temp; AdamW at lr 3e-5 (the pack's loop,
+  vrwkv/tuning.py, holds the rest of the recipe).
+
+Here both changes are patches that the transformer blocks of ComfyUI's UNetModel (and of
+the toy UNet of bench/toyworld) call: an attn1 replacement at every (block, id, index) and
+a `middle_patch`. Deviations from Tune-A-Video's code, each deliberate:
+1. Placement of the temporal attention: Tune-A-Video runs it after the feed-forward.
+   ComfyUI's BasicTransformerBlock (v0.3.64) has no hook there; the closest public one is
+   `middle_patch`, on the residual stream right after attn1 (before cross-attention and
+   the feed-forward). Same operations and parameters, so the same cost; the block's order
+   differs. (An object patch of each block's `forward` could place it exactly, but the toy
+   UNet, called without a ModelPatcher, would then need another mechanism.)
+2. Zero output: Tune-A-Video zeroes attn_temp's output weight but leaves its bias at the
+   default random init (a small constant shift at init); here the bias is zero too, so
+   the patched UNet is exactly sparse-causal SD at init.
+3. Tune-A-Video's `norm_temp` is not in its trainable set (module names ending in
+   "attn_temp" are): the LayerNorm here stays frozen at (1, 0) as well.
+Gradient checkpointing is VRWKV Tune On Video's (each ResBlock and SpatialTransformer
+recomputed), the granularity of Tune-A-Video's own. Attention kernels: the caller passes the attention function its UNet uses (ComfyUI's
+`optimized_attention` in `apply`), so both attentions run on the same kernel as the UNet's
+own; the default is PyTorch's SDPA.
+"""
+
+import re
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from . import load_pack
+
+load_pack()
+from vrwkv_editor.vrwkv.patch import ModulePatch, frames_per_video  # noqa: E402
+
+QUERY_PROJECTIONS = ("attn1.to_q", "attn2.to_q")
+# input_blocks.<id>.<layer>..., middle_block.<layer>..., output_blocks.<id>.<layer>...
+BLOCK_NAME = re.compile(r"(?:(input|output)_blocks\.(\d+)|middle_block)\.\d+\.transformer_blocks\.(\d+)")
+
+
+def sdpa(q, k, v, heads):
+    """ComfyUI's attention signature: (batch, tokens, heads * dim) in and out."""
+    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
+
+
+def first_and_previous(t: torch.Tensor, frames: int) -> torch.Tensor:
+    """Keys or values (videos * frames, tokens, C) -> (videos * frames, 2 * tokens, C): for
+    frame i the tokens of frame 0, then those of frame i-1 (frame 0: its own, twice)."""
+    grid = rearrange(t, "(v f) n c -> v f n c", f=frames)
+    previous = (torch.arange(frames, device=t.device) - 1).clamp(min=0)
+    both = torch.cat([grid[:, :1].expand_as(grid), grid[:, previous]], dim=2)
+    return rearrange(both, "v f n c -> (v f) n c")
+
+
+class SparseCausalAttention:
+    """attn1 replacement: (q, k, v, extra_options) -> attention output, q/k/v already
+    projected by the block's own to_q / to_k / to_v."""
+
+    def __init__(self, attention=sdpa):
+        self.attention = attention
+
+    def __call__(self, q, k, v, extra_options):
+        frames = frames_per_video(q.shape[0], extra_options)
+        precision = extra_options.get("attn_precision")     # passed on only when set: plain attentions lack it
+        return self.attention(q, first_and_previous(k, frames), first_and_previous(v, frames), extra_options["n_heads"],
+                              **({} if precision is None else {"attn_precision": precision}))
+
+
+class TemporalAttention(nn.Module):
+    """Tune-A-Video's attn_temp with its norm_temp: residual self-attention across frames."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim).requires_grad_(False)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x, frames: int, attention=sdpa):
+        """x: the block's residual stream, (videos * frames, tokens, dim). The branch runs in
+        the module's dtype, the residual sum in x's."""
+        seq = rearrange(x, "(v f) n c -> (v n) f c", f=frames)
+        h = self.norm(seq.to(self.to_out.weight.dtype))
+        out = self.to_out(attention(self.to_q(h), self.to_k(h), self.to_v(h), self.heads))
+        return rearrange(seq + out.to(seq.dtype), "(v n) f c -> (v f) n c", n=x.shape[1])
+
+
+def block_key_name(key) -> str:
+    return "{}_{}_{}".format(*key)
+
+
+class TemporalAttentions(ModulePatch):
+    """middle_patch(x, extra_options) -> x: the temporal attention of the calling block."""
+
+    def __init__(self, shapes: dict, attention=sdpa):
+        self.module = nn.ModuleDict({block_key_name(k): TemporalAttention(*s) for k, s in shapes.items()})
+        self.attention = attention
+
+    def __call__(self, x, extra_options):
+        self.to(x.device)          # no-op once loaded; covers offload modes that skip model_patches_to
+        layer = self.module[block_key_name((*extra_options["block"], extra_options["block_index"]))]
+        return layer(x, frames_per_video(x.shape[0], extra_options), self.attention)
+
+
+def transformer_blocks(unet: nn.Module) -> dict:
+    """{(block name, block id, transformer index): BasicTransformerBlock} of an SD1.5-style
+    UNet, keyed as ComfyUI's patches_replace keys."""
+    found = {}
+    for name, module in unet.named_modules():
+        m = BLOCK_NAME.fullmatch(name)
+        if m:
+            found[(m[1] or "middle", int(m[2] or 0), int(m[3]))] = module
+    if not found:
+        raise ValueError(f"{type(unet).__name__} has no transformer blocks under input_blocks / middle_block / "
+                         "output_blocks: Tune-A-Video patches SD1.5-style UNets only")
+    return found
+
+
+class TuneAVideo:
+    """Tune-A-Video's changes to one UNet: its patches and the trainable temporal attentions."""
+
+    def __init__(self, unet: nn.Module, attention=sdpa):
+        blocks = transformer_blocks(unet)
+        self.keys = sorted(blocks)
+        self.sparse_causal = SparseCausalAttention(attention)
+        self.temporal = TemporalAttentions(
+            {k: (b.attn1.to_q.in_features, b.n_heads, b.d_head) for k, b in blocks.items()}, attention)
+
+    def transformer_options(self, options: dict | None = None) -> dict:
+        """`options` plus the patches, as ComfyUI's ModelPatcher would hand them to the UNet
+        (for UNets called without ComfyUI)."""
+        options = dict(options or {})
+        patches = dict(options.get("patches", {}))
+        patches["middle_patch"] = patches.get("middle_patch", []) + [self.temporal]
+        replace = {name: dict(table) for name, table in options.get("patches_replace", {}).items()}
+        replace.setdefault("attn1", {}).update({k: self.sparse_causal for k in self.keys})
+        options["patches"], options["patches_replace"] = patches, replace
+        return options
+
+    def apply(self, model):
+        """A clone of the ComfyUI ModelPatcher `model` carrying the patches."""
+        model = model.clone()
+        for key in self.keys:
+            model.set_model_attn1_replace(self.sparse_causal, *key)
+        model.set_model_patch(self.temporal, "middle_patch")
+        return model
+
+    def parameters(self) -> list:
+        """The temporal attentions' trainable parameters (their norms stay frozen)."""
+        return [p for p in self.temporal.module.parameters() if p.requires_grad]
+
+
+def tune_a_video(unet: nn.Module, attention=sdpa):
+    """(TuneAVideo, trainable parameters) for a plain nn.Module UNet (the toy UNet): the
+    parameters are the temporal attentions' and the UNet's own attn1/attn2 to_q, trained in
+    place (pass a copy to keep the original); every other UNet weight is frozen."""
+    tav = TuneAVideo(unet, attention)
+    unet.requires_grad_(False)
+    queries = [p for name, m in unet.named_modules() if name.endswith(QUERY_PROJECTIONS) for p in m.parameters()]
+    for p in queries:
+        p.requires_grad_(True)
+    return tav, queries + tav.parameters()
+
+
+def query_trainer(model, gradient_checkpointing: bool = True):
+    """(trainer, deltas): a clone of the ComfyUI ModelPatcher `model` whose attn1/attn2 to_q
+    are wrapped in trainable deltas (VRWKV Tune On Video's QueryDelta) and, if asked, with
+    that node's gradient checkpointing (every ResBlock and SpatialTransformer recomputed)."""
+    import comfy.utils
+    from vrwkv_editor.nodes.tune import QueryDelta, checkpoint_patches, query_weight_keys
+
+    trainer = model.clone()
+    unet = trainer.get_model_object("diffusion_model")
+    deltas = []
+    for key in query_weight_keys(unet):
+        wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
+        trainer.add_weight_wrapper(key, wrapper)
+        deltas.append(wrapper.delta)
+    if gradient_checkpointing:
+        for key, fn in checkpoint_patches(unet).items():
+            trainer.add_object_patch(key, fn)
+    return trainer, deltas
+
+
+def tune_a_video_comfy(model, gradient_checkpointing: bool = True):
+    """(tav, trainer, trainable parameters) for a ComfyUI ModelPatcher holding an SD1.5
+    UNet: `trainer` (see query_trainer) carries Tune-A-Video's patches; the parameters are
+    its trainable set, query deltas first."""
+    import comfy.ldm.modules.attention
+
+    tav = TuneAVideo(model.get_model_object("diffusion_model"), comfy.ldm.modules.attention.optimized_attention)
+    trainer, deltas = query_trainer(tav.apply(model), gradient_checkpointing)
+    return tav, trainer, deltas + tav.parameters()
+
+
+def tune_in_comfy(trainer, params, samples, conditioning, steps: int, seed: int = 0, lr: float = 3e-5,
+                  dtype=torch.float32) -> list:
+    """`steps` steps of VRWKV Tune On Video's loop (its sampler in ComfyUI's guider, the
+    pack's AdamW recipe) on `params` of the ModelPatcher `trainer`; returns the losses."""
+    import comfy.model_management
+    from vrwkv_editor.nodes.tune import TuneSampler, run_tuning
+    from vrwkv_editor.vrwkv.tuning import TuneSettings
+
+    with torch.inference_mode(False):
+        comfy.model_management.load_models_gpu([trainer], memory_required=1e20, force_full_load=True)
+        sampler = TuneSampler(params, TuneSettings(steps=steps, lr=lr, seed=seed), dtype, lambda step, losses: None)
+        run_tuning(trainer, sampler, samples, conditioning, seed)
+    return sampler.losses

@@ -1,0 +1,141 @@
+"""The toy world of the edit-quality benchmark: renderer and detector agree, clips follow
+their paths, and the toy UNet takes the pack's patch and ComfyUI-style transformer patches."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+from bench.toyworld.detector import detect
+from bench.toyworld.model import ToyModel, load_model, save_model
+from bench.toyworld.text import tokenize
+from bench.toyworld.unet import ToyUNet, attention
+from bench.toyworld.world import PATH_KINDS, SIZE, Spec, make_clip, random_specs, render
+from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
+
+
+def test_detector_reads_random_renders():
+    specs = random_specs(torch.Generator().manual_seed(0), 300)
+    found = [detect(render(s)) for s in specs]
+    right = sum(d.colour == s.colour and d.shape == s.shape and d.size == s.size for s, d in zip(specs, found))
+    assert right / len(specs) >= 0.99
+    assert max(abs(d.x - s.x) + abs(d.y - s.y) for s, d in zip(specs, found)) < 1.0
+
+
+def test_detector_finds_nothing_on_the_background():
+    empty = render(Spec("red", "circle", "small", -50, -50))
+    assert detect(empty).colour is None
+
+
+@pytest.mark.parametrize("kind", PATH_KINDS)
+def test_clips_follow_their_track(kind):
+    clip, track = make_clip(kind, 12, Spec("blue", "square", "large", 0, 0), seed=5)
+    assert clip.shape == (12, 3, SIZE, SIZE) and track.shape == (12, 2)
+    assert (track[1:] - track[:-1]).norm(dim=1).mean() > 1.0     # it moves
+    for frame, (x, y) in zip(clip, track.tolist()):
+        d = detect(frame)
+        if d.x is not None and not d.touches_edge:    # whole object: centroid = true centre
+            assert abs(d.x - x) < 0.6 and abs(d.y - y) < 0.6
+
+
+def test_exit_path_leaves_the_frame_and_comes_back():
+    clip, track = make_clip("exit", 16, Spec("red", "circle", "small", 0, 0), seed=0)
+    outside = [detect(f).colour is None for f in clip]
+    assert outside[len(outside) // 2] and not outside[0] and not outside[-1]
+
+
+def test_captions_outside_the_vocabulary_are_refused():
+    assert tokenize("a large red circle")[1:] != tokenize("a small red circle")[1:]
+    with pytest.raises(ValueError, match="vocabulary"):
+        tokenize("a purple circle")
+
+
+def small_unet():
+    torch.manual_seed(0)
+    return ToyUNet(base=16, mult=(1, 2, 2), attention_levels=(1, 2))
+
+
+def call(unet, x, options=None):
+    t = torch.tensor([500] * x.shape[0])
+    context = torch.randn(x.shape[0], 4, 64, generator=torch.Generator().manual_seed(1))
+    return unet(x, t, context, options or {})
+
+
+def test_pack_reads_the_layout_and_its_patch_is_an_identity_at_init():
+    unet = small_unet()
+    layout = unet_layout(unet)
+    assert len(layout.skips) == len(unet.input_blocks) == len(unet.output_blocks)
+    assert [p.level for p in layout.skips] == [2, 2, 1, 1, 0, 0]
+    spec = block_spec(layout, "skip+mid", 0)
+    assert set(spec["blocks"]) == {"mid", *(f"skip_{i}" for i in range(6))}
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    patch = VRWKVPatch(VRWKVBlocks(spec))
+    calls = []
+    spy = lambda h, hsp, opts: (calls.append(opts["block"]), (h, hsp))[1]
+    options = {"patches": {"output_block_patch": [patch, spy]}, "cond_or_uncond": [0, 1]}
+    with torch.no_grad():
+        plain, patched = call(unet, x), call(unet, x, options)
+    assert calls == [("output", i) for i in range(6)]
+    assert torch.equal(plain, patched)
+    # the patch is live: a non-zero output projection changes the result
+    with torch.no_grad():
+        patch.blocks.blocks["skip_5"].spatial_mix.output.weight.fill_(0.1)
+        assert not torch.allclose(call(unet, x, options), plain)
+
+
+def test_transformer_patch_points_follow_comfyui():
+    unet = small_unet()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    seen = {"attn1_patch": [], "attn1": [], "middle_patch": []}
+
+    def attn1_patch(n, context, value, extra):
+        seen["attn1_patch"].append((extra["block"], extra["block_index"]))
+        assert torch.equal(context, n) and torch.equal(value, n)
+        return n, context, value
+
+    def attn1(q, k, v, extra):
+        seen["attn1"].append((extra["block"], extra["n_heads"], extra["dim_head"]))
+        return attention(q, k, v, extra["n_heads"])
+
+    def middle(h, extra):
+        seen["middle_patch"].append(extra["transformer_index"])
+        return h
+
+    keys = [("input", 3, 0), ("input", 5, 0), ("middle", 0, 0)] + [("output", i, 0) for i in range(4)]
+    options = {"patches": {"attn1_patch": [attn1_patch], "middle_patch": [middle]},
+               "patches_replace": {"attn1": {k: attn1 for k in keys}}}
+    with torch.no_grad():
+        plain, patched = call(unet, x), call(unet, x, options)
+    assert torch.allclose(plain, patched, atol=1e-6)        # same attention through the replacement
+    assert [b for b, _ in seen["attn1_patch"]] == [k[:2] for k in keys]
+    assert [(b, h, d) for b, h, d in seen["attn1"]] == [(k[:2], 2, 16) for k in keys[:1]] + \
+        [(k[:2], 2, 16) for k in keys[1:]]
+    assert seen["middle_patch"] == list(range(len(keys)))
+    # a replacement that changes the attention changes the output: it is really used
+    options["patches_replace"]["attn1"][("middle", 0, 0)] = lambda q, k, v, extra: v * 2
+    with torch.no_grad():
+        assert not torch.allclose(call(unet, x, options), plain)
+
+
+def test_model_file_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = ToyModel({"base": 16, "mult": (1, 2, 2), "attention_levels": (1, 2)})
+    path = save_model(model, tmp_path / "m.safetensors", {"step": "3", "command": "test"}, dtype=torch.float32)
+    loaded, meta = load_model(path)
+    assert meta["step"] == "3" and meta["command"] == "test"
+    x = torch.randn(2, 3, 32, 32)
+    sigma = torch.tensor([1.0, 2.0])
+    ctx = model.text(["a red circle", ""])
+    with torch.no_grad():
+        assert torch.equal(model.denoise(x, sigma, ctx), loaded.denoise(x, sigma, loaded.text(["a red circle", ""])))
+    with pytest.raises(FileNotFoundError, match="train them"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_denoiser_uses_the_sd15_schedule():
+    model = ToyModel({"base": 16, "mult": (1, 2, 2), "attention_levels": (1, 2)})
+    assert torch.isclose(model.sigmas[0], torch.tensor(0.0292), atol=1e-4)
+    assert torch.isclose(model.sigmas[-1], torch.tensor(14.6146), atol=1e-3)
+    assert model.timestep(model.sigmas[[0, 10, 999]]).tolist() == [0, 10, 999]
