@@ -151,3 +151,12 @@ def test_edit_quality_quick_mode_writes_its_table_and_strip(tmp_path):
     for method in edit_quality.QUICK_METHODS:
         assert f"| {method.name} | 1 |" in text
     assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_demo_writes_a_new_folder_each_time_and_checks_its_captions(tmp_path):
+    from bench.toyworld.edit_demo import new_folder, parse
+    first, second = new_folder(tmp_path), new_folder(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert parse("a small blue square") == {"size": "small", "colour": "blue", "shape": "square"}
+    with pytest.raises(ValueError, match="needs a colour"):
+        parse("a large circle")
