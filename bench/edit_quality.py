@@ -71,22 +71,20 @@ def prompt(size: str, colour: str, shape: str) -> str:
 
 def measure(edited: torch.Tensor, source: torch.Tensor, colour: str, shape: str, source_found: list) -> dict:
     found = detections(edited)
-    img, src = as_image_batch(edited), as_image_batch(source)
+    coherence = metrics.coherence_report(as_image_batch(edited), as_image_batch(source)).means()
     return {
         "fidelity": edit_fidelity(found, colour, shape, whole_in_frame(source_found)),
         "track_px": metrics.track_error(track(found), track(source_found))[0],
-        "flow_epe": float(np.nanmean(metrics.flow_epe(img, src))),
-        "warp": float(np.nanmean(metrics.warp_error(img)[0])),
-        "flicker": float(np.mean(metrics.flicker(img))),
+        "flow_epe": coherence["motion_epe"],
+        "warp": coherence["warp_error"],
+        "flicker": coherence["flicker"],
     }
 
 
 def source_reference(clips: list) -> dict:
-    rows = []
-    for frames in clips:
-        img = as_image_batch(frames)
-        rows.append({"warp": float(np.nanmean(metrics.warp_error(img)[0])), "flicker": float(np.mean(metrics.flicker(img)))})
-    return {k: [r[k] for r in rows] for k in rows[0]}
+    """Warp error and flicker of the source clips themselves: the level of a coherent clip."""
+    means = [metrics.coherence_report(as_image_batch(frames)).means() for frames in clips]
+    return {"warp": [m["warp_error"] for m in means], "flicker": [m["flicker"] for m in means]}
 
 
 def fmt(values, pattern) -> str:
@@ -97,9 +95,10 @@ def fmt(values, pattern) -> str:
     return text + " ± " + pattern.format(np.std(values)) if len(values) > 1 else text
 
 
-def run(quick: bool, seeds: list, settings: Settings, frames: int, log=print):
-    model, meta = load_model(WEIGHTS)
-    clips = CLIPS[:1] if quick else CLIPS
+def run(quick: bool, seeds: list, settings: Settings, frames: int, n_clips: int = len(CLIPS), weights=WEIGHTS,
+        log=print):
+    model, meta = load_model(weights)
+    clips = CLIPS[:1] if quick else CLIPS[:n_clips]
     methods = QUICK_METHODS if quick else METHODS
     rows = {m.name: [] for m in methods}
     strip, sources = {}, []
@@ -124,7 +123,7 @@ def run(quick: bool, seeds: list, settings: Settings, frames: int, log=print):
                 log(f"{kind:8s} {method.name:45s} seed {seed}: "
                     + ", ".join(f"{r['edit']}: fid {r['fidelity']:.2f} track {r['track_px']:.2f}"
                                 for r in rows[method.name][-len(edits):])
-                    + f" ({time.perf_counter() - start:.0f} s)")
+                    + f" ({time.perf_counter() - start:.0f} s)", flush=True)
     return model, meta, rows, source_reference(sources), strip
 
 
@@ -202,11 +201,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one clip, one edit, one seed, three methods")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--seeds", type=int, nargs="+", default=[33, 34])
-    p.add_argument("--tune-steps", type=int, default=40)
-    p.add_argument("--ddim-steps", type=int, default=25)
+    p.add_argument("--clips", type=int, default=2, help=f"how many of the {len(CLIPS)} clips")
+    p.add_argument("--seeds", type=int, nargs="+", default=[33])
+    p.add_argument("--tune-steps", type=int, default=10)
+    p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", type=Path, default=WEIGHTS, help="toy model file")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/quality_<machine>.md)")
     p.add_argument("--strip", type=Path, default=None, help="picture strip (default bench/results/quality_strip.png)")
     args = p.parse_args(argv)
@@ -214,7 +215,7 @@ def main(argv=None):
     seeds = args.seeds[:1] if args.quick else args.seeds
     settings = Settings(tune_steps=args.tune_steps, ddim_steps=args.ddim_steps, cfg=args.cfg)
     start = time.perf_counter()
-    _, meta, rows, reference, strip = run(args.quick, seeds, settings, args.frames)
+    _, meta, rows, reference, strip = run(args.quick, seeds, settings, args.frames, args.clips, args.weights)
     text = table(rows, reference, settings, args.frames, seeds, meta, args.quick, (time.perf_counter() - start) / 60)
     suffix = "_quick" if args.quick else ""
     out = args.out or RESULTS / f"quality_cpu{suffix}.md"

@@ -1,8 +1,7 @@
 """The toy world of the edit-quality benchmark: renderer and detector agree, clips follow
 their paths, and the toy UNet takes the pack's patch and ComfyUI-style transformer patches."""
 
-import copy
-from dataclasses import replace
+import os
 
 import pytest
 import torch
@@ -139,3 +138,25 @@ def test_denoiser_uses_the_sd15_schedule():
     assert torch.isclose(model.sigmas[0], torch.tensor(0.0292), atol=1e-4)
     assert torch.isclose(model.sigmas[-1], torch.tensor(14.6146), atol=1e-3)
     assert model.timestep(model.sigmas[[0, 10, 999]]).tolist() == [0, 10, 999]
+
+
+@pytest.mark.skipif(not os.environ.get("VRWKV_SLOW_TESTS"), reason=(
+    "the toy edit-quality smoke test (bench.edit_quality --quick) takes several minutes on 2 CPU cores; "
+    "set VRWKV_SLOW_TESTS=1 to run it"))
+def test_edit_quality_quick_mode_writes_its_table_and_strip(tmp_path):
+    from bench import edit_quality
+    edit_quality.main(["--quick", "--tune-steps", "2", "--ddim-steps", "5", "--out", str(tmp_path / "q.md"),
+                       "--strip", str(tmp_path / "q.png")])
+    text = (tmp_path / "q.md").read_text()
+    for method in edit_quality.QUICK_METHODS:
+        assert f"| {method.name} | 1 |" in text
+    assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_demo_writes_a_new_folder_each_time_and_checks_its_captions(tmp_path):
+    from bench.toyworld.edit_demo import new_folder, parse
+    first, second = new_folder(tmp_path), new_folder(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert parse("a small blue square") == {"size": "small", "colour": "blue", "shape": "square"}
+    with pytest.raises(ValueError, match="needs a colour"):
+        parse("a large circle")

@@ -74,7 +74,7 @@ def main(argv=None):
     p.add_argument("--edit", default="a large blue circle", help="the edit prompt")
     p.add_argument("--method", choices=list(METHODS), default="vrwkv")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--tune-steps", type=int, default=40)
+    p.add_argument("--tune-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=33)
     p.add_argument("--out", type=Path, default=ROOT / "output", help="parent folder of the new output folder")
