@@ -23,7 +23,7 @@ load_pack()
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
 from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout  # noqa: E402
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch  # noqa: E402
-from vrwkv_editor.vrwkv.tuning import TuneSettings, draw_noise, tune  # noqa: E402
+from vrwkv_editor.vrwkv.tuning import TuneSettings, draw_noise, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
 
@@ -51,7 +51,8 @@ class Settings:
 
 def prepare(base: ToyModel, method: Method):
     """(model, transformer_options, trainable parameters): a copy of the base model with the
-    method's patches; the base model is never changed."""
+    method's patches; the base model is never changed. VRWKV's come as (name, parameter)
+    pairs, so tuning gives its temporal parameters their own group as the tune node does."""
     model = copy.deepcopy(base).requires_grad_(False)
     if method.kind == "plain":
         return model, {}, []
@@ -61,7 +62,7 @@ def prepare(base: ToyModel, method: Method):
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
         options = {"patches": {"output_block_patch": [VRWKVPatch(blocks)]}}
-        return model, options, [p for p in blocks.parameters() if p.requires_grad]
+        return model, options, [(n, p) for n, p in blocks.named_parameters() if p.requires_grad]
     if method.kind == "tav":
         from bench.tune_a_video import tune_a_video
         tav, params = tune_a_video(model.unet)
@@ -83,8 +84,11 @@ def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tenso
         denoised = model.denoise(x, sigma, cond.detach().expand(frames, -1, -1), call_options)
         return F.mse_loss((x - denoised) / sigma[:, None, None, None], eps)
 
+    settings = TuneSettings(steps=steps, lr=lr, seed=seed)
+    if params and isinstance(params[0], tuple):     # named VRWKV parameters: the node's groups
+        params = param_groups(params, settings)
     with torch.enable_grad():
-        return tune(params, step_loss, TuneSettings(steps=steps, lr=lr, seed=seed))
+        return tune(params, step_loss, settings)
 
 
 @torch.no_grad()
