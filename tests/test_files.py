@@ -51,3 +51,14 @@ def test_without_hard_links_an_existing_name_is_still_kept(tmp_path, monkeypatch
     monkeypatch.setattr(files.os, "link", no_links)
     assert files.save_safetensors_atomic({"x": torch.ones(1)}, path, {}) == tmp_path / "clip_00001.safetensors"
     assert float(load_file(path)["x"][0]) == 0.0
+
+
+def test_saved_files_get_the_users_usual_mode(tmp_path):
+    """The temp file comes from mkstemp (0600); the saved file must be readable as any file
+    the user writes (0666 less the umask), or other tools and users cannot open it."""
+    mask = os.umask(0o022)
+    try:
+        path = files.save_safetensors_atomic({"x": torch.zeros(2)}, tmp_path / "w.safetensors", {})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

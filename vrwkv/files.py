@@ -21,6 +21,7 @@ def save_safetensors_atomic(tensors: dict, path: str | Path, metadata: dict) -> 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a saved file gets the user's usual mode
         for n in range(MAX_COUNTER + 1):
             target = path if n == 0 else path.with_name(f"{path.stem}_{n:05d}{path.suffix}")
             if _claim(tmp, target):
@@ -29,6 +30,12 @@ def save_safetensors_atomic(tensors: dict, path: str | Path, metadata: dict) -> 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _claim(tmp: str, target: Path) -> bool:
