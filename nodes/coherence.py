@@ -4,9 +4,8 @@ and against its source when given, from vrwkv/metrics.py."""
 import math
 
 from ..vrwkv.metrics import CoherenceReport, coherence_report
-from .common import CATEGORY
+from .common import CATEGORY, show_on_node
 from .plots import as_image_tensor, pair_panels
-from .tune import show_on_node
 
 NODE = "VRWKV Video Coherence"
 # (output name, report field, tooltip); a field without a source is NaN

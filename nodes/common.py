@@ -90,3 +90,14 @@ def out_of_memory(node: str, what: str, knobs) -> torch.OutOfMemoryError:
 def frames_and_size(samples) -> str:
     """'8 frames of 512x512' for a (frames, 4, h, w) latent batch."""
     return f"{samples.shape[0]} frames of {samples.shape[3] * 8}x{samples.shape[2] * 8}"
+
+
+def show_on_node(node_id, text: str) -> None:
+    """Progress text under the node in the page (ComfyUI versions that support it)."""
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_progress_text(text, node_id)
+    except (ImportError, AttributeError):
+        pass

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..vrwkv.tuning import TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
-                     out_of_memory, require_patch)
+                     out_of_memory, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
 from .sampling import require_eps_model
 from .weights import save_patch
@@ -88,17 +88,6 @@ def checkpoint_patches(unet) -> dict:
     from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
     return {f"diffusion_model.{name}.forward": checkpointed(m.forward)
             for name, m in unet.named_modules() if isinstance(m, (ResBlock, SpatialTransformer))}
-
-
-def show_on_node(node_id, text: str) -> None:
-    """Progress text under the node in the page (ComfyUI versions that support it)."""
-    if node_id is None:
-        return
-    try:
-        from server import PromptServer
-        PromptServer.instance.send_progress_text(text, node_id)
-    except (ImportError, AttributeError):
-        pass
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
