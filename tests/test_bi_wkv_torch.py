@@ -31,20 +31,24 @@ def max_rel_err(a, b):
     return ((a.double() - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
 
 
+def assert_matches_oracle(w, u, k, v, y_tol, g_tol, backend="torch"):
+    """Values within y_tol and the four gradients within g_tol of the dense oracle, relative
+    to each one's largest magnitude."""
+    y = bi_wkv(w, u, k, v, backend=backend)
+    gy = torch.randn_like(y)
+    y_ref, g_ref = oracle(w, u, k, v, gy)
+    assert max_rel_err(y, y_ref) < y_tol
+    for name, g, r in zip("wukv", torch.autograd.grad(y, (w, u, k, v), gy), g_ref):
+        assert max_rel_err(g, r) < g_tol, name
+
+
 SHAPES = [(1, 1, 4), (2, 2, 5), (3, 17, 33), (1, 257, 3), (2, 64, 8)]
 
 
 @pytest.mark.parametrize("B,L,C", SHAPES, ids=lambda s: str(s))
 @pytest.mark.parametrize("w_scale", [0.05, 1.0, -0.5], ids=["w-small", "w-unit", "w-negative"])
 def test_torch_matches_oracle_float64(B, L, C, w_scale, device):
-    w, u, k, v = on(device, *make_inputs(B, L, C, w_scale=w_scale, k_scale=2.0))
-    y = bi_wkv(w, u, k, v, backend="torch")
-    gy = torch.randn_like(y)
-    y_ref, g_ref = oracle(w, u, k, v, gy)
-    grads = torch.autograd.grad(y, (w, u, k, v), gy)
-    assert max_rel_err(y, y_ref) < 1e-10
-    for name, g, r in zip("wukv", grads, g_ref):
-        assert max_rel_err(g, r) < 1e-8, name
+    assert_matches_oracle(*on(device, *make_inputs(B, L, C, w_scale=w_scale, k_scale=2.0)), 1e-10, 1e-8)
 
 
 def test_torch_gradcheck():
@@ -118,13 +122,7 @@ def test_conventions_identity():
 def test_auto_backend_matches_the_oracle():
     """The default backend (whichever auto picks here) against the dense oracle, in float32:
     values and all four gradients."""
-    w, u, k, v = make_inputs(2, 40, 5, k_scale=2.0, dtype=torch.float32)
-    y = bi_wkv(w, u, k, v)
-    gy = torch.randn_like(y)
-    y_ref, g_ref = oracle(w, u, k, v, gy)
-    assert max_rel_err(y, y_ref) < 1e-5
-    for g, r in zip(torch.autograd.grad(y, (w, u, k, v), gy), g_ref):
-        assert max_rel_err(g, r) < 1e-4
+    assert_matches_oracle(*make_inputs(2, 40, 5, k_scale=2.0, dtype=torch.float32), 1e-5, 1e-4, backend="auto")
 
 
 @pytest.mark.parametrize("case,match", [
@@ -172,12 +170,7 @@ def test_channel_blocks_match_one_block(monkeypatch):
     monkeypatch.setattr(torch_scan, "BLOCK_ELEMENTS", 2 * 30 * 2)     # 2 channels per block
     w, u, k, v = make_inputs(2, 30, 7, w_scale=0.5)
     assert len(torch_scan._channel_blocks(k.shape)) == 4
-    y = bi_wkv(w, u, k, v, backend="torch")
-    gy = torch.randn_like(y)
-    y_ref, g_ref = oracle(w, u, k, v, gy)
-    assert max_rel_err(y, y_ref) < 1e-10
-    for name, g, r in zip("wukv", torch.autograd.grad(y, (w, u, k, v), gy), g_ref):
-        assert max_rel_err(g, r) < 1e-8, name
+    assert_matches_oracle(w, u, k, v, 1e-10, 1e-8)
 
 
 def test_chunk_levels_and_scan_pieces_match_oracle(monkeypatch):
@@ -187,13 +180,7 @@ def test_chunk_levels_and_scan_pieces_match_oracle(monkeypatch):
     monkeypatch.setattr(torch_scan, "CHUNK", 3)
     monkeypatch.setattr(torch_scan, "STEP_ELEMENTS", 4)
     for w_scale in (0.5, -0.5):
-        w, u, k, v = make_inputs(2, 40, 3, w_scale=w_scale, k_scale=3.0)
-        y = bi_wkv(w, u, k, v, backend="torch")
-        gy = torch.randn_like(y)
-        y_ref, g_ref = oracle(w, u, k, v, gy)
-        assert max_rel_err(y, y_ref) < 1e-10
-        for name, g, r in zip("wukv", torch.autograd.grad(y, (w, u, k, v), gy), g_ref):
-            assert max_rel_err(g, r) < 1e-8, name
+        assert_matches_oracle(*make_inputs(2, 40, 3, w_scale=w_scale, k_scale=3.0), 1e-10, 1e-8)
 
 
 def test_no_value_is_read_back_from_the_device():
