@@ -128,30 +128,26 @@ class BasicTransformerBlock(nn.Module):
         block = transformer_options.get("block")
         key = None if block is None else (block[0], block[1], transformer_options.get("block_index", 0))
 
-        n = self.norm1(x)
-        context_attn1 = value_attn1 = None
-        if "attn1_patch" in patches:
-            context_attn1 = value_attn1 = n
-            for p in patches["attn1_patch"]:
-                n, context_attn1, value_attn1 = p(n, context_attn1, value_attn1, extra)
-        n = self._attend(self.attn1, replace.get("attn1", {}), key, block, n, context_attn1, value_attn1, extra)
-        for p in patches.get("attn1_output_patch", []):
-            n = p(n, extra)
-        x = x + n
+        x = x + self._stage(1, self.norm1(x), None, patches, replace, key, block, extra)
         for p in patches.get("middle_patch", []):
             x = p(x, extra)
-
-        n = self.norm2(x)
-        context_attn2, value_attn2 = context, None
-        if "attn2_patch" in patches:
-            value_attn2 = context_attn2
-            for p in patches["attn2_patch"]:
-                n, context_attn2, value_attn2 = p(n, context_attn2, value_attn2, extra)
-        n = self._attend(self.attn2, replace.get("attn2", {}), key, block, n, context_attn2, value_attn2, extra)
-        for p in patches.get("attn2_output_patch", []):
-            n = p(n, extra)
-        x = x + n
+        x = x + self._stage(2, self.norm2(x), context, patches, replace, key, block, extra)
         return x + self.ff(self.norm3(x))
+
+    def _stage(self, i, n, context, patches, replace, key, block, extra):
+        """attn<i> with ComfyUI's patches around it: attn<i>_patch may change the normed input,
+        context and value (self-attention: context = value = n), then the attention or its
+        replacement, then attn<i>_output_patch."""
+        attn, value = (self.attn1, self.attn2)[i - 1], None
+        if f"attn{i}_patch" in patches:
+            context = n if context is None else context
+            value = context
+            for p in patches[f"attn{i}_patch"]:
+                n, context, value = p(n, context, value, extra)
+        n = self._attend(attn, replace.get(f"attn{i}", {}), key, block, n, context, value, extra)
+        for p in patches.get(f"attn{i}_output_patch", []):
+            n = p(n, extra)
+        return n
 
     @staticmethod
     def _attend(attn, replacements, key, block, n, context, value, extra):
