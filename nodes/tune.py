@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
+from ..vrwkv.tuning import TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, epsilon_loss, param_groups, tune
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
@@ -131,18 +131,14 @@ class TuneSampler:
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         without_inference_tensors(model_wrap.inner_model)
-        model_sampling = model_wrap.inner_model.model_sampling
         x0 = latent_image.clone()
-        frames = x0.shape[0]
+
+        def denoise(x, sigma):
+            with torch.autocast(x0.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                return model_wrap(x, sigma, **extra_args)
 
         def step_loss(generator):
-            t, eps = draw_noise(generator, x0)
-            sigma = model_sampling.sigmas[t].to(x0.device).expand(frames)
-            x = model_sampling.noise_scaling(sigma, eps, x0)
-            with torch.autocast(x0.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                denoised = model_wrap(x, sigma, **extra_args)
-            eps_pred = (x - denoised.float()) / sigma.view(-1, 1, 1, 1)
-            return F.mse_loss(eps_pred, eps)
+            return epsilon_loss(denoise, x0, model_wrap.inner_model.model_sampling.sigmas, generator)
 
         def on_step(step, loss):
             self.losses.append(loss)

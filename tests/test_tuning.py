@@ -258,3 +258,15 @@ def test_checkpointed_recompute_sees_the_transformer_options_of_its_call():
         for w in weights.values():
             w.grad = None
     torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_epsilon_loss_is_zero_for_the_exact_denoiser_only():
+    """The recipe's loss in sigma space: x = x0 + sigma * eps, so a denoiser that returns x0
+    implies exactly the drawn eps (loss 0), and one that returns x implies none (loss ~ 1)."""
+    from vrwkv_editor.vrwkv.tuning import epsilon_loss
+    x0 = torch.randn(4, 3, 8, 8)
+    sigmas = torch.linspace(0.03, 14.6, 1000)
+    exact = epsilon_loss(lambda x, sigma: x0, x0, sigmas, torch.Generator().manual_seed(1))
+    identity = epsilon_loss(lambda x, sigma: x, x0, sigmas, torch.Generator().manual_seed(1))
+    assert float(exact) < 1e-10
+    assert 0.5 < float(identity) < 2.0

@@ -55,6 +55,18 @@ def draw_noise(generator: torch.Generator, x0: torch.Tensor, num_timesteps: int 
     return t, noise
 
 
+def epsilon_loss(denoise: Callable, x0: torch.Tensor, sigma_table: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """One step's loss of the recipe: a timestep and noise for the whole clip, x = x0 + sigma *
+    eps (an epsilon model in sigma space), `denoise(x, sigma)` -> x0_hat, MSE of the implied
+    eps against the drawn one, in float32."""
+    t, eps = draw_noise(generator, x0)
+    sigma = sigma_table[t].to(x0.device).expand(x0.shape[0])
+    x = x0 + eps * sigma.view(-1, 1, 1, 1)
+    eps_pred = (x - denoise(x, sigma).float()) / sigma.view(-1, 1, 1, 1)
+    return torch.nn.functional.mse_loss(eps_pred, eps)
+
+
 def param_groups(named_parameters, settings: TuneSettings) -> list[dict]:
     """AdamW parameter groups for (name, parameter) pairs of VRWKV blocks: the temporal
     parameters at lr * temporal_lr_multiplier without weight decay (and with TEMPORAL_EPS),

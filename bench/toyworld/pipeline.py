@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bench import load_pack
 
@@ -23,7 +22,7 @@ load_pack()
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
 from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout  # noqa: E402
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch  # noqa: E402
-from vrwkv_editor.vrwkv.tuning import TuneSettings, draw_noise, param_groups, tune  # noqa: E402
+from vrwkv_editor.vrwkv.tuning import TuneSettings, epsilon_loss, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
 
@@ -73,16 +72,12 @@ def prepare(base: ToyModel, method: Method):
 def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tensor, prompt: str,
                  steps: int, lr: float, seed: int) -> list:
     """The pack's tuning loop on the clip with its source prompt; returns the losses."""
-    cond = model.text([prompt])
-    frames = clip.shape[0]
+    cond = model.text([prompt]).detach().expand(clip.shape[0], -1, -1)
     call_options = {**options, "cond_or_uncond": [0]}
 
     def step_loss(generator):
-        t, eps = draw_noise(generator, clip)
-        sigma = model.sigmas[t].expand(frames)
-        x = clip + eps * sigma[:, None, None, None]
-        denoised = model.denoise(x, sigma, cond.detach().expand(frames, -1, -1), call_options)
-        return F.mse_loss((x - denoised) / sigma[:, None, None, None], eps)
+        return epsilon_loss(lambda x, sigma: model.denoise(x, sigma, cond, call_options), clip, model.sigmas,
+                            generator)
 
     settings = TuneSettings(steps=steps, lr=lr, seed=seed)
     if params and isinstance(params[0], tuple):     # named VRWKV parameters: the node's groups
