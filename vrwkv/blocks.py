@@ -71,6 +71,11 @@ class SpatialMix3D(nn.Module):
         self.output = nn.Linear(channels, channels, bias=False)
         nn.init.zeros_(self.output.weight)
 
+    def decay_and_bonus(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token decay w and bonus u for a sequence of `tokens`: divided by its length
+        (Vision-RWKV), so the total decay across a clip stays bounded whatever its length."""
+        return self.decay / tokens, self.first / tokens
+
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (V, T, H, W, C), gate: (V, T, H, W, Cg) -> (V, T, H, W, C)."""
         V, T, H, W, C = x.shape
@@ -79,7 +84,7 @@ class SpatialMix3D(nn.Module):
         k = self.key(x, x_prev).reshape(V, L, C)
         v = self.value(x, x_prev).reshape(V, L, C)
         r = self.receptance(gate, time_shift(gate) if gate is not x else x_prev)
-        y = bi_wkv(self.decay / L, self.first / L, k, v).reshape(V, T, H, W, C)
+        y = bi_wkv(*self.decay_and_bonus(L), k, v).reshape(V, T, H, W, C)
         return self.output(torch.sigmoid(r) * y)
 
 
