@@ -15,9 +15,11 @@ Writes bench/results/quality_<machine>.md and the picture strip bench/results/qu
 """
 
 import argparse
+import multiprocessing
 import platform
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import load_pack
-from .toyworld.fidelity import as_image_batch, detections, edit_fidelity, track, whole_in_frame
+from .toyworld.fidelity import (as_image_batch, attribute_consistency, detections, edit_fidelity, track,
+                                whole_in_frame)
 from .toyworld.model import WEIGHTS, load_model
 from .toyworld.pipeline import Method, Settings, edit
 from .toyworld.world import Spec, make_clip
@@ -34,33 +37,39 @@ load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHIPPED_LR = 3e-5          # VRWKV Tune On Video's default learning rate
-ABLATION_LR = 1e-3         # ablations at a rate where the blocks move within the reduced steps
+SHIPPED_LR = 3e-5          # VRWKV Tune On Video's default learning rate, and Tune-A-Video's recipe
+TUNED_LR = 1e-3            # a rate where the blocks move within the benchmark's tuning steps
+TUNED = f"lr {TUNED_LR:g}"
 METHODS = [
     Method("per-frame (no tuning)", "plain"),
     Method("Tune-A-Video", "tav", lr=SHIPPED_LR),
+    Method(f"Tune-A-Video, {TUNED}", "tav", lr=TUNED_LR),
     Method("VRWKV as shipped", "vrwkv", lr=SHIPPED_LR),
-    Method("VRWKV, lr 1e-3", "vrwkv", lr=ABLATION_LR),
-    Method("VRWKV, lr 1e-3, temporal mix off (mu = 1)", "vrwkv", lr=ABLATION_LR, freeze_mu=True),
-    Method("VRWKV, lr 1e-3, placement skip", "vrwkv", lr=ABLATION_LR, placement="skip"),
-    Method("VRWKV, lr 1e-3, placement mid", "vrwkv", lr=ABLATION_LR, placement="mid"),
-    Method("VRWKV, lr 1e-3, half resolution and below", "vrwkv", lr=ABLATION_LR, resolution="half and below"),
+    Method(f"VRWKV, {TUNED}", "vrwkv", lr=TUNED_LR),
+    Method(f"VRWKV, {TUNED}, temporal mix off (mu = 1)", "vrwkv", lr=TUNED_LR, freeze_mu=True),
+    Method(f"VRWKV, {TUNED}, decay scaled per frame", "vrwkv", lr=TUNED_LR, decay_scaling="frame"),
+    Method(f"VRWKV, {TUNED}, decay not scaled", "vrwkv", lr=TUNED_LR, decay_scaling="none"),
+    Method(f"VRWKV, {TUNED}, placement skip", "vrwkv", lr=TUNED_LR, placement="skip"),
+    Method(f"VRWKV, {TUNED}, placement mid", "vrwkv", lr=TUNED_LR, placement="mid"),
+    Method(f"VRWKV, {TUNED}, half resolution and below", "vrwkv", lr=TUNED_LR, resolution="half and below"),
 ]
-QUICK_METHODS = METHODS[:3]
+QUICK_METHODS = [METHODS[0], METHODS[1], METHODS[3]]
 # (path kind, object, path seed, edits as (colour, shape))
 CLIPS = [
     ("zigzag", Spec("red", "circle", "large", 0, 0), 1, [("blue", "circle"), ("red", "square")]),
-    ("exit", Spec("green", "square", "large", 0, 0), 2, [("yellow", "square"), ("green", "circle")]),
     ("curved", Spec("yellow", "circle", "large", 0, 0), 3, [("green", "circle"), ("yellow", "square")]),
     ("speed", Spec("blue", "square", "large", 0, 0), 4, [("red", "square"), ("blue", "circle")]),
+    ("exit", Spec("green", "square", "large", 0, 0), 2, [("yellow", "square"), ("green", "circle")]),
 ]
 COLUMNS = [  # (key, header, format)
     ("fidelity", "edit fidelity ↑", "{:.2f}"),
+    ("consistency", "attribute consistency ↑", "{:.2f}"),
     ("track_px", "track error px ↓", "{:.2f}"),
     ("flow_epe", "flow EPE vs source px ↓", "{:.3f}"),
     ("warp", "warp error ↓", "{:.4f}"),
     ("flicker", "flicker ↓", "{:.4f}"),
     ("recon_psnr", "reconstruction PSNR dB ↑", "{:.1f}"),
+    ("moved", "output change", "{:.1e}"),
     ("tune_s", "tuning s", "{:.0f}"),
 ]
 
@@ -70,10 +79,11 @@ def prompt(size: str, colour: str, shape: str) -> str:
 
 
 def measure(edited: torch.Tensor, source: torch.Tensor, colour: str, shape: str, source_found: list) -> dict:
-    found = detections(edited)
+    found, whole = detections(edited), whole_in_frame(source_found)
     coherence = metrics.coherence_report(as_image_batch(edited), as_image_batch(source)).means()
     return {
-        "fidelity": edit_fidelity(found, colour, shape, whole_in_frame(source_found)),
+        "fidelity": edit_fidelity(found, colour, shape, whole),
+        "consistency": attribute_consistency(found, whole),
         "track_px": metrics.track_error(track(found), track(source_found))[0],
         "flow_epe": coherence["motion_epe"],
         "warp": coherence["warp_error"],
@@ -95,48 +105,67 @@ def fmt(values, pattern) -> str:
     return text + " ± " + pattern.format(np.std(values)) if len(values) > 1 else text
 
 
+def run_unit(job: tuple) -> tuple:
+    """One clip and one seed through every method (per-frame editing, which draws nothing at
+    random, only with the first seed): (rows, the source clip, strip entries of this unit)."""
+    clip_index, seed, first_seed, methods, n_edits, settings, frames, weights = job
+    torch.set_num_threads(1)
+    model, _ = load_model(weights)
+    kind, spec, path_seed, edits = CLIPS[clip_index]
+    edits = edits[:n_edits]
+    clip, _ = make_clip(kind, frames, spec, path_seed)
+    source_found = detections(clip)
+    source_prompt = prompt(spec.size, spec.colour, spec.shape)
+    prompts = [prompt(spec.size, c, s) for c, s in edits]
+    rows, strip = [], {}
+    for method in methods:
+        if method.kind == "plain" and seed != first_seed:
+            continue
+        start = time.perf_counter()
+        out = edit(model, method, clip, source_prompt, prompts, replace(settings, seed=seed))
+        recon = metrics.psnr(as_image_batch(out["reconstruction"]), as_image_batch(clip))
+        for (c, s), p in zip(edits, prompts):
+            row = measure(out["edits"][p], clip, c, s, source_found)
+            row.update(method=method.name, recon_psnr=recon, tune_s=out["tune_s"], moved=out["moved"], clip=kind,
+                       edit=p, seed=seed)
+            rows.append(row)
+        if method.name in STRIP_ROWS:
+            strip[method.name] = (out["edits"][prompts[0]], prompts[0])
+        print(f"{kind:7s} seed {seed} {method.name:48s} "
+              + ", ".join(f"{r['edit']}: fid {r['fidelity']:.2f} cons {r['consistency']:.2f} "
+                          f"track {r['track_px']:.2f}" for r in rows[-len(edits):])
+              + f", moved {out['moved']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return rows, (clip, source_prompt), strip
+
+
 def run(quick: bool, seeds: list, settings: Settings, frames: int, n_clips: int = len(CLIPS), weights=WEIGHTS,
-        log=print):
-    model, meta = load_model(weights)
-    clips = CLIPS[:1] if quick else CLIPS[:n_clips]
+        jobs: int = 1):
+    """Every clip x seed unit, `jobs` of them at once in worker processes of one torch thread each."""
+    _, meta = load_model(weights)
     methods = QUICK_METHODS if quick else METHODS
-    rows = {m.name: [] for m in methods}
-    strip, sources = {}, []
-    for kind, spec, path_seed, edits in clips:
-        edits = edits[:1] if quick else edits
-        clip, _ = make_clip(kind, frames, spec, path_seed)
-        sources.append(clip)
-        source_found = detections(clip)
-        source_prompt = prompt(spec.size, spec.colour, spec.shape)
-        prompts = [prompt(spec.size, c, s) for c, s in edits]
-        for method in methods:
-            for seed in seeds[:1] if method.kind == "plain" else seeds:   # no tuning: nothing is random
-                start = time.perf_counter()
-                out = edit(model, method, clip, source_prompt, prompts, Settings(**{**vars(settings), "seed": seed}))
-                recon = metrics.psnr(as_image_batch(out["reconstruction"]), as_image_batch(clip))
-                for (c, s), p in zip(edits, prompts):
-                    row = measure(out["edits"][p], clip, c, s, source_found)
-                    row.update(recon_psnr=recon, tune_s=out["tune_s"], clip=kind, edit=p, seed=seed)
-                    rows[method.name].append(row)
-                    if not strip.get(method.kind) and method.name in STRIP_ROWS:
-                        strip[method.kind] = (clip, out["edits"][p], source_prompt, p)
-                log(f"{kind:8s} {method.name:45s} seed {seed}: "
-                    + ", ".join(f"{r['edit']}: fid {r['fidelity']:.2f} track {r['track_px']:.2f}"
-                                for r in rows[method.name][-len(edits):])
-                    + f" ({time.perf_counter() - start:.0f} s)", flush=True)
-    return model, meta, rows, source_reference(sources), strip
+    units = [(c, seed, seeds[0], methods, 1 if quick else 2, settings, frames, weights)
+             for c in range(1 if quick else n_clips) for seed in seeds]
+    if jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            results = pool.map(run_unit, units, chunksize=1)
+    else:
+        results = [run_unit(u) for u in units]
+    rows = {m.name: [r for unit_rows, _, _ in results for r in unit_rows if r["method"] == m.name] for m in methods}
+    sources = [results[i][1] for i, u in enumerate(units) if u[1] == seeds[0]]
+    first_source, first_strip = results[0][1], results[0][2]
+    strip = {"source": first_source} | first_strip
+    return meta, rows, source_reference([clip for clip, _ in sources]), strip
 
 
-STRIP_ROWS = ("per-frame (no tuning)", "Tune-A-Video", "VRWKV as shipped")
+STRIP_ROWS = ("per-frame (no tuning)", "Tune-A-Video", "VRWKV as shipped", f"VRWKV, {TUNED}")
 
 
 def write_strip(strip: dict, path: Path, scale: int = 4) -> None:
     """Rows: source, then each method's edit of the same clip; every frame, nearest-neighbour upscaled."""
-    first = next(iter(strip.values()))
-    rows = [("source: " + first[2], first[0])] + [
-        (f"{name}: {strip[kind][3]}", strip[kind][1])
-        for name, kind in zip(STRIP_ROWS, ("plain", "tav", "vrwkv")) if kind in strip]
-    t, _, h, w = first[0].shape
+    source, source_prompt = strip["source"]
+    rows = [("source: " + source_prompt, source)] + [
+        (f"{name}: {strip[name][1]}", strip[name][0]) for name in STRIP_ROWS if name in strip]
+    t, _, h, w = source.shape
     label_h = 14
     canvas = Image.new("RGB", (t * w * scale, len(rows) * (h * scale + label_h)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -162,11 +191,12 @@ def cpu_model() -> str:
 
 
 def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: list, meta: dict, quick: bool,
-          minutes: float) -> str:
+          minutes: float, jobs: int) -> str:
     lines = [
         "# Edit quality on the toy world" + (" (quick mode)" if quick else ""),
         "",
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} torch threads, CPU. Wall time {minutes:.0f} min.",
+        f"Machine: {cpu_model()}, CPU, {jobs} worker process(es) of one torch thread each. Wall time "
+        f"{minutes:.0f} min (contended: the machine was shared).",
         "",
         f"Model: bench/toyworld/weights/toy_unet.safetensors (step {meta.get('step')}, adherence history "
         f"{meta.get('history')}).",
@@ -174,26 +204,31 @@ def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: l
         f"DDIM {settings.ddim_steps} steps for inversion (source prompt, cfg 1, refine 0) and sampling (cfg "
         f"{settings.cfg}, eta 0); seeds {seeds} (tuning noise and timesteps; per-frame editing has no random "
         "draw, so one seed). Gradient checkpointing off (it changes time and memory, not results). "
-        f"VRWKV as shipped: placement skip+mid, all levels, lr {SHIPPED_LR} (the nodes' defaults); ablations "
-        f"at lr {ABLATION_LR}. Tune-A-Video: bench/tune_a_video.py, lr {SHIPPED_LR}.",
+        f"VRWKV as shipped: placement skip+mid, all levels, decay scaled by the clip's length, lr {SHIPPED_LR} "
+        "(temporal parameters x100: the nodes' defaults); ablations change one of these at "
+        f"lr {TUNED_LR:g}. Tune-A-Video: bench/tune_a_video.py, its recipe's lr {SHIPPED_LR}, and at {TUNED_LR:g}. "
+        "Output change: relative change of the denoised source clip (training step 500) made by the "
+        "method's patched, tuned model against the plain one.",
         "",
         "Each cell: mean ± standard deviation over clips x edits x seeds "
-        f"({', '.join(sorted({r['clip'] for v in rows.values() for r in v}))}; colour and shape edits).",
+        f"({', '.join(dict.fromkeys(r['clip'] for v in rows.values() for r in v))}; colour and shape edits).",
         "",
         "| method | runs | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
         "|---|---|" + "---|" * len(COLUMNS),
     ]
     for name, rs in rows.items():
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs], f) for k, _, f in COLUMNS) + " |")
-    lines.append(f"| source clips (reference) | {len(reference['warp'])} | | | | "
-                 f"{fmt(reference['warp'], '{:.4f}')} | {fmt(reference['flicker'], '{:.4f}')} | | |")
+    lines.append(f"| source clips (reference) | {len(reference['warp'])} | | 1.00 | | | "
+                 f"{fmt(reference['warp'], '{:.4f}')} | {fmt(reference['flicker'], '{:.4f}')} | | | |")
+    per_clip = [c for c in COLUMNS if c[0] in ("fidelity", "consistency", "track_px", "warp")]
     lines += ["", "Per clip and edit (mean over seeds):", "",
-              "| method | clip | edit | edit fidelity | track error px | warp error |", "|---|---|---|---|---|---|"]
+              "| method | clip | edit | " + " | ".join(h for _, h, _ in per_clip) + " |",
+              "|---|---|---|" + "---|" * len(per_clip)]
     for name, rs in rows.items():
         for key in dict.fromkeys((r["clip"], r["edit"]) for r in rs):
             sel = [r for r in rs if (r["clip"], r["edit"]) == key]
-            lines.append(f"| {name} | {key[0]} | {key[1]} | {fmt([r['fidelity'] for r in sel], '{:.2f}')} | "
-                         f"{fmt([r['track_px'] for r in sel], '{:.2f}')} | {fmt([r['warp'] for r in sel], '{:.4f}')} |")
+            lines.append(f"| {name} | {key[0]} | {key[1]} | "
+                         + " | ".join(fmt([r[k] for r in sel], f) for k, _, f in per_clip) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,22 +236,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one clip, one edit, one seed, three methods")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--clips", type=int, default=2, help=f"how many of the {len(CLIPS)} clips")
-    p.add_argument("--seeds", type=int, nargs="+", default=[33])
-    p.add_argument("--tune-steps", type=int, default=10)
+    p.add_argument("--clips", type=int, default=3, help=f"how many of the {len(CLIPS)} clips")
+    p.add_argument("--seeds", type=int, nargs="+", default=[33, 34])
+    p.add_argument("--tune-steps", type=int, default=100)
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=2, help="clip x seed units run at once, one process and one "
+                   "torch thread each")
     p.add_argument("--weights", type=Path, default=WEIGHTS, help="toy model file")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/quality_<machine>.md)")
     p.add_argument("--strip", type=Path, default=None, help="picture strip (default bench/results/quality_strip.png)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.quick else args.seeds
     settings = Settings(tune_steps=args.tune_steps, ddim_steps=args.ddim_steps, cfg=args.cfg)
     start = time.perf_counter()
-    _, meta, rows, reference, strip = run(args.quick, seeds, settings, args.frames, args.clips, args.weights)
-    text = table(rows, reference, settings, args.frames, seeds, meta, args.quick, (time.perf_counter() - start) / 60)
+    jobs = 1 if args.quick else args.jobs
+    meta, rows, reference, strip = run(args.quick, seeds, settings, args.frames, args.clips, args.weights, jobs)
+    minutes = (time.perf_counter() - start) / 60
+    text = table(rows, reference, settings, args.frames, seeds, meta, args.quick, minutes, jobs)
     suffix = "_quick" if args.quick else ""
     out = args.out or RESULTS / f"quality_cpu{suffix}.md"
     strip_path = args.strip or RESULTS / f"quality_strip{suffix}.png"

@@ -6,12 +6,14 @@ import os
 import pytest
 import torch
 
-from bench.toyworld.detector import detect
+from bench.toyworld.detector import Detection, detect
+from bench.toyworld.fidelity import attribute_consistency
 from bench.toyworld.model import ToyModel, load_model, save_model
 from bench.toyworld.text import tokenize
 from bench.toyworld.unet import ToyUNet, attention
 from bench.toyworld.world import PATH_KINDS, SIZE, Spec, make_clip, random_specs, render
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
+from vrwkv_editor.vrwkv.blocks import SpatialMix3D
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
 
 
@@ -82,6 +84,40 @@ def test_pack_reads_the_layout_and_its_patch_is_an_identity_at_init():
     with torch.no_grad():
         patch.blocks.blocks["skip_5"].spatial_mix.output.weight.fill_(0.1)
         assert not torch.allclose(call(unet, x, options), plain)
+
+
+def test_attribute_consistency_counts_agreeing_neighbours_among_the_selected_frames():
+    def found(colour, shape):
+        return Detection(colour, shape, "large", 1.0, 1.0, 50, False)
+    nothing = Detection(None, None, None, None, None, 0, False)
+    frames = [found("red", "circle"), found("red", "circle"), found("red", "square"), found("red", "square"), nothing]
+    whole = [True] * 5
+    assert attribute_consistency(frames, whole) == 2 / 4       # the flip and the lost object break a pair
+    assert attribute_consistency(frames, [True, True, False, True, True]) == 1 / 2   # only (0,1) and (3,4)
+    with pytest.raises(ValueError, match="no consecutive pair"):
+        attribute_consistency(frames, [True, False, True, False, True])
+
+
+@pytest.mark.parametrize("scaling", ["length", "frame", "none"])
+def test_decay_scaling_ablation_sets_the_per_token_decay_the_blocks_use(scaling):
+    from bench.toyworld.pipeline import scale_decay
+    spec = block_spec(unet_layout(small_unet()), "mid", 0)
+    blocks = VRWKVBlocks(spec)
+    scale_decay(blocks, scaling)
+    mix = next(m for m in blocks.modules() if isinstance(m, SpatialMix3D))
+    with torch.no_grad():
+        mix.decay.uniform_(0.5, 2.0)
+        mix.first.uniform_(0.5, 2.0)
+    T, H, W, C = 4, 8, 8, mix.decay.shape[0]
+    x = torch.randn(1, T, H, W, C, generator=torch.Generator().manual_seed(4))
+    used = []
+    original = mix.decay_and_bonus
+    mix.decay_and_bonus = lambda tokens: used.append(original(tokens)) or used[-1]
+    mix(x, x)
+    divisor = {"length": T * H * W, "frame": H * W, "none": 1}[scaling]
+    assert torch.equal(used[0][0], mix.decay / divisor) and torch.equal(used[0][1], mix.first / divisor)
+    with pytest.raises(ValueError, match="unknown decay scaling"):
+        scale_decay(blocks, "per clip")
 
 
 def test_transformer_patch_points_follow_comfyui():

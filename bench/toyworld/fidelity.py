@@ -32,9 +32,19 @@ def edit_fidelity(found: list, colour: str, shape: str, frames: np.ndarray) -> f
     return sum(d.colour == colour and d.shape == shape for d in chosen) / len(chosen)
 
 
+def attribute_consistency(found: list, frames: np.ndarray) -> float:
+    """Share of consecutive pairs of selected frames whose detected colour and shape agree: the
+    way an edit flickers in this world, where an object's appearance is a palette colour and a
+    shape (a frame without an object disagrees with any frame)."""
+    pairs = [(a, b) for a, b, keep_a, keep_b in zip(found, found[1:], frames, frames[1:]) if keep_a and keep_b]
+    if not pairs:
+        raise ValueError("no consecutive pair of selected frames: the source object is whole in no two neighbours")
+    return sum(a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs) / len(pairs)
+
+
 def as_image_batch(frames: torch.Tensor) -> np.ndarray:
     """(T, 3, H, W) in [-1, 1] -> (T, H, W, 3) in [0, 1], the layout of a ComfyUI IMAGE batch."""
     return ((frames.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
 
 
-__all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "as_image_batch"]
+__all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "attribute_consistency", "as_image_batch"]

@@ -19,25 +19,34 @@ from bench import load_pack
 from .model import Guided, ToyModel
 
 load_pack()
+from vrwkv_editor.vrwkv.blocks import SpatialMix3D  # noqa: E402
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
 from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout  # noqa: E402
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import TuneSettings, epsilon_loss, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
+# How a block's decay and bonus are scaled per token (the decay-scaling ablation). "length":
+# divided by the clip's length in tokens, as shipped (Vision-RWKV): at init a token's weight
+# falls by e^-1 across the whole clip. "frame": divided by one frame's tokens: e^-1 per frame,
+# so a token reads mostly its own and the neighbouring frames. "none": per token, unscaled:
+# e^-1 per token, so a token reads a few neighbours in its own row.
+DECAY_SCALINGS = ("length", "frame", "none")
 
 
 @dataclass(frozen=True)
 class Method:
     """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
     pack's blocks, placement / resolution as VRWKV Patch Model's inputs) or "tav"
-    (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation)."""
+    (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation);
+    decay_scaling is one of DECAY_SCALINGS."""
     name: str
     kind: str
     lr: float = 3e-5
     placement: str = "skip+mid"
     resolution: str = "all"
     freeze_mu: bool = False
+    decay_scaling: str = "length"
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ def prepare(base: ToyModel, method: Method):
     if method.kind == "vrwkv":
         spec = block_spec(unet_layout(model.unet), method.placement, LEVEL_CHOICES[method.resolution])
         blocks = VRWKVBlocks(spec)
+        scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
         options = {"patches": {"output_block_patch": [VRWKVPatch(blocks)]}}
@@ -67,6 +77,23 @@ def prepare(base: ToyModel, method: Method):
         tav, params = tune_a_video(model.unet)
         return model, tav.transformer_options({}), params
     raise ValueError(f"unknown method kind {method.kind!r}; use plain, vrwkv or tav")
+
+
+def scale_decay(blocks, scaling: str) -> None:
+    """Replace every spatial mix's per-token decay and bonus by the `scaling` ablation (the
+    pack's blocks stay as they are: the override lives on these block instances only)."""
+    if scaling not in DECAY_SCALINGS:
+        raise ValueError(f"unknown decay scaling {scaling!r}; choose one of {DECAY_SCALINGS}")
+    if scaling == "length":
+        return
+    for mix in blocks.modules():
+        if isinstance(mix, SpatialMix3D):
+            if scaling == "frame":   # a pre-hook reads one frame's token count off the input
+                mix.register_forward_pre_hook(lambda module, args: setattr(module, "frame_tokens",
+                                                                           args[0].shape[2] * args[0].shape[3]))
+                mix.decay_and_bonus = lambda tokens, m=mix: (m.decay / m.frame_tokens, m.first / m.frame_tokens)
+            else:
+                mix.decay_and_bonus = lambda tokens, m=mix: (m.decay, m.first)
 
 
 def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tensor, prompt: str,
@@ -100,10 +127,24 @@ def sample(model, options, start, prompt, steps, cfg):
     return sample_ddim(guided, start, ddim_sigmas(model.sigmas, steps))
 
 
+@torch.no_grad()
+def output_change(base: ToyModel, model: ToyModel, options: dict, clip: torch.Tensor, prompt: str,
+                  seed: int, step: int = 500) -> float:
+    """How far a method's patched, tuned model has moved from the plain one: the relative
+    change of the denoised clip at one noise level (training step `step`), same noise."""
+    sigma = base.sigmas[step].expand(clip.shape[0])
+    noise = torch.randn(clip.shape, generator=torch.Generator().manual_seed(seed))
+    noisy, cond = clip + sigma[:, None, None, None] * noise, base.text([prompt]).expand(clip.shape[0], -1, -1)
+    plain = base.denoise(noisy, sigma, cond, {"cond_or_uncond": [0]})
+    patched = model.denoise(noisy, sigma, cond, {**options, "cond_or_uncond": [0]})
+    return float((patched - plain).norm() / plain.norm())
+
+
 def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str, edit_prompts: list,
          settings: Settings) -> dict:
     """Patch, tune, invert, sample each edit prompt, and reconstruct (source prompt, cfg 1).
-    Returns {"edits": {prompt: frames}, "reconstruction": frames, "losses", "tune_s"}."""
+    Returns {"edits": {prompt: frames}, "reconstruction": frames, "losses", "tune_s", "moved"}
+    (moved: output_change after tuning)."""
     model, options, params = prepare(base, method)
     start = time.perf_counter()
     losses = []
@@ -117,4 +158,5 @@ def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str,
         "reconstruction": sample(model, options, inverted, source_prompt, settings.ddim_steps, 1.0),
         "losses": losses,
         "tune_s": tune_s,
+        "moved": output_change(base, model, options, clip, source_prompt, settings.seed),
     }
