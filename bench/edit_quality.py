@@ -57,7 +57,7 @@ QUICK_METHODS = [METHODS[0], METHODS[1], METHODS[3]]
 # (path kind, object, path seed, edits as (colour, shape))
 CLIPS = [
     ("zigzag", Spec("red", "circle", "large", 0, 0), 1, [("blue", "circle"), ("red", "square")]),
-    ("curved", Spec("yellow", "circle", "large", 0, 0), 3, [("green", "circle"), ("yellow", "square")]),
+    ("curved", Spec("yellow", "circle", "large", 0, 0), 3, [("blue", "circle"), ("yellow", "square")]),
     ("speed", Spec("blue", "square", "large", 0, 0), 4, [("red", "square"), ("blue", "circle")]),
     ("exit", Spec("green", "square", "large", 0, 0), 2, [("yellow", "square"), ("green", "circle")]),
 ]
@@ -140,21 +140,40 @@ def run_unit(job: tuple) -> tuple:
 
 def run(quick: bool, seeds: list, settings: Settings, frames: int, n_clips: int = len(CLIPS), weights=WEIGHTS,
         jobs: int = 1):
-    """Every clip x seed unit, `jobs` of them at once in worker processes of one torch thread each."""
-    _, meta = load_model(weights)
+    """Every clip x seed unit, `jobs` of them at once in worker processes of one torch thread
+    each. Yields (rows by method, source reference, strip, units done, units) after each unit,
+    so that a cut-off run still leaves the units it finished."""
     methods = QUICK_METHODS if quick else METHODS
     units = [(c, seed, seeds[0], methods, 1 if quick else 2, settings, frames, weights)
-             for c in range(1 if quick else n_clips) for seed in seeds]
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = pool.map(run_unit, units, chunksize=1)
-    else:
-        results = [run_unit(u) for u in units]
-    rows = {m.name: [r for unit_rows, _, _ in results for r in unit_rows if r["method"] == m.name] for m in methods}
-    sources = [results[i][1] for i, u in enumerate(units) if u[1] == seeds[0]]
-    first_source, first_strip = results[0][1], results[0][2]
-    strip = {"source": first_source} | first_strip
-    return meta, rows, source_reference([clip for clip, _ in sources]), strip
+             for seed in seeds for c in range(1 if quick else n_clips)]   # every clip's first seed first
+    done = {}
+    with multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else _InProcess() as pool:
+        for i, result in pool.imap_unordered(_indexed_unit, list(enumerate(units))):
+            done[i] = result
+            results = [done[k] for k in sorted(done)]
+            rows = {m.name: [r for unit_rows, _, _ in results for r in unit_rows if r["method"] == m.name]
+                    for m in methods}
+            sources = [done[k][1][0] for k in sorted(done) if units[k][1] == seeds[0]]
+            first = results[0]
+            yield rows, source_reference(sources), {"source": first[1]} | first[2], len(done), len(units)
+
+
+def _indexed_unit(indexed_job):
+    i, job = indexed_job
+    return i, run_unit(job)
+
+
+class _InProcess:
+    """The Pool interface run() uses, in this process (one job: quick mode, tests)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap_unordered(self, fn, jobs):
+        return map(fn, jobs)
 
 
 STRIP_ROWS = ("per-frame (no tuning)", "Tune-A-Video", "VRWKV as shipped", f"VRWKV, {TUNED}")
@@ -191,10 +210,11 @@ def cpu_model() -> str:
 
 
 def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: list, meta: dict, quick: bool,
-          minutes: float, jobs: int) -> str:
+          minutes: float, jobs: int, units: tuple) -> str:
     lines = [
         "# Edit quality on the toy world" + (" (quick mode)" if quick else ""),
         "",
+        *([f"**Partial: {units[0]} of {units[1]} clip x seed units done.**", ""] if units[0] < units[1] else []),
         f"Machine: {cpu_model()}, CPU, {jobs} worker process(es) of one torch thread each. Wall time "
         f"{minutes:.0f} min (contended: the machine was shared).",
         "",
@@ -251,19 +271,21 @@ def main(argv=None):
     settings = Settings(tune_steps=args.tune_steps, ddim_steps=args.ddim_steps, cfg=args.cfg)
     start = time.perf_counter()
     jobs = 1 if args.quick else args.jobs
-    meta, rows, reference, strip = run(args.quick, seeds, settings, args.frames, args.clips, args.weights, jobs)
-    minutes = (time.perf_counter() - start) / 60
-    text = table(rows, reference, settings, args.frames, seeds, meta, args.quick, minutes, jobs)
+    _, meta = load_model(args.weights)
     suffix = "_quick" if args.quick else ""
     out = args.out or RESULTS / f"quality_cpu{suffix}.md"
     strip_path = args.strip or RESULTS / f"quality_strip{suffix}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    write_strip(strip, strip_path)
+    for rows, reference, strip, done, total in run(args.quick, seeds, settings, args.frames, args.clips,
+                                                   args.weights, jobs):
+        minutes = (time.perf_counter() - start) / 60
+        text = table(rows, reference, settings, args.frames, seeds, meta, args.quick, minutes, jobs, (done, total))
+        tmp = out.with_name("." + out.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        write_strip(strip, strip_path)
+        print(f"{done}/{total} clip x seed units done: wrote {out} and {strip_path}", flush=True)
     print(text)
-    print(f"wrote {out} and {strip_path}")
 
 
 if __name__ == "__main__":
