@@ -35,10 +35,11 @@ def edit_fidelity(found: list, colour: str, shape: str, frames: np.ndarray) -> f
 def attribute_consistency(found: list, frames: np.ndarray) -> float:
     """Share of consecutive pairs of selected frames whose detected colour and shape agree: the
     way an edit flickers in this world, where an object's appearance is a palette colour and a
-    shape (a frame without an object disagrees with any frame)."""
+    shape (a frame without an object disagrees with any frame). NaN when no two neighbouring
+    frames are selected (an object that is whole only now and then, as on the exit path)."""
     pairs = [(a, b) for a, b, keep_a, keep_b in zip(found, found[1:], frames, frames[1:]) if keep_a and keep_b]
     if not pairs:
-        raise ValueError("no consecutive pair of selected frames: the source object is whole in no two neighbours")
+        return float("nan")
     return sum(a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs) / len(pairs)
 
 
