@@ -7,11 +7,15 @@ ablated) side by side on the same clips, edits and seeds, through the pack's own
 For every clip, method and seed: patch, tune on the clip with its source prompt, DDIM-invert
 it, sample each edit prompt (and the source prompt at cfg 1, the reconstruction). Measured
 on each edited clip: edit fidelity (share of frames, among those where the source object is
-whole in the frame, whose detected colour and shape are the edit's), motion fidelity (the
-detected centroid track against the source's, pixels; the optical-flow end-point error
-against the source's flow), temporal coherence (optical-flow warp error and flicker between
-consecutive frames; the source's own figures are the reference), and reconstruction PSNR.
-Writes bench/results/quality_<machine>.md and the picture strip bench/results/quality_strip.png.
+whole in the frame, whose detected colour and shape are the edit's), attribute consistency
+(share of neighbouring frame pairs whose detected colour and shape agree: how a per-frame
+edit flickers in this world), motion fidelity (the detected centroid track against the
+source's, pixels; the optical-flow end-point error against the source's flow), temporal
+coherence (optical-flow warp error and flicker between consecutive frames; the source's own
+figures are the reference), reconstruction PSNR, and how far tuning moved the model (the
+relative change of its denoised source clip against the plain model's).
+Writes bench/results/quality_<machine>.md (after every clip x seed unit, so a cut-off run
+keeps what it finished) and the picture strip bench/results/quality_strip.png.
 """
 
 import argparse
