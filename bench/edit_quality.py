@@ -271,6 +271,10 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/quality_<machine>.md)")
     p.add_argument("--strip", type=Path, default=None, help="picture strip (default bench/results/quality_strip.png)")
     args = p.parse_args(argv)
+    if not 1 <= args.clips <= len(CLIPS):
+        raise ValueError(f"--clips must be within 1..{len(CLIPS)}, got {args.clips}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     seeds = args.seeds[:1] if args.quick else args.seeds
     settings = Settings(tune_steps=args.tune_steps, ddim_steps=args.ddim_steps, cfg=args.cfg)
     start = time.perf_counter()
