@@ -71,6 +71,15 @@ class ContextWindows:
         """A clone of the MODEL gets the same settings and its own (empty) states."""
         return ContextWindows(self.length, self.overlap, self.carry, self.previous)
 
+    def to(self, device):
+        """ModelPatcher moves a wrapper with the model: the wrapped one moves along."""
+        if hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device)
+        return self
+
+    def models(self):
+        return self.previous.models() if hasattr(self.previous, "models") else []
+
     def _apply(self, apply_model, args):
         return apply_model(args["input"], args["timestep"], **args["c"]) if self.previous is None \
             else self.previous(apply_model, args)
