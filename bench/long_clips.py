@@ -9,15 +9,18 @@ process:
   samplers make it (through the MODEL's function wrapper); windowed = VRWKV Context Windows
   (window 16, overlap 4, carry on). DDIM inversion at cfg 1 makes the same call on one video.
 - tuning step: VRWKV Tune On Video (trainable vrwkv, gradient checkpointing), window 16 vs
-  all frames; time per step = (time of 3 steps - time of 1) / 2.
+  all frames; time per step = time of 2 steps - time of 1.
 Peak memory above the loaded model during the timed work (bench/tuning_cost.PeakMemory),
-one case at a time. Writes bench/results/long_clips_<device>.md from every case measured so
+one case at a time, with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_, set
+for the case processes) so that freed tensors leave the resident set and it follows the live
+tensors rather than the allocator's retention. Writes bench/results/long_clips_<device>.md from every case measured so
 far (kept in long_clips_<device>.json, so runs with different --frames add up; --fresh
 starts over).
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,21 +59,25 @@ def sampling_case(depth, frames, windowed):
     wrapper = model.model_options.get("model_function_wrapper")
     apply = model.model.apply_model
 
-    def call(t):
+    def inputs(t):
+        """The sampler's inputs for 2 videos of t frames (made before the step is measured)."""
         g = torch.Generator().manual_seed(0)
         x = torch.randn(2 * t, 4, SIZE, SIZE, generator=g).to(device)
         sigma = torch.full((2 * t,), 1.0, device=device)
         c = {"c_crossattn": torch.randn(2, 77, 768, generator=g).to(device).repeat_interleave(t, 0),
              "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": [1, 0]}}
-        args = {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [1, 0]}
+        return {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [1, 0]}
+
+    def call(args):
         with torch.inference_mode():
             t0 = time.perf_counter()
-            wrapper(apply, args) if wrapper else apply(x, sigma, **c)
+            wrapper(apply, args) if wrapper else apply(args["input"], args["timestep"], **args["c"])
             return time.perf_counter() - t0
 
-    call(WINDOW)                                             # warm-up
+    call(inputs(WINDOW))                                     # warm-up
+    args = inputs(frames)
     with PeakMemory() as memory:
-        seconds = call(frames)
+        seconds = call(args)
     return {"step_s": seconds, "above_bytes": memory.above}
 
 
@@ -91,8 +98,8 @@ def tuning_case(depth, frames, windowed):
 
     run(1)                                                   # warm-up
     with PeakMemory() as memory:
-        one, three = run(1), run(3)
-    return {"step_s": (three - one) / 2, "above_bytes": memory.above}
+        one, two = run(1), run(2)
+    return {"step_s": two - one, "above_bytes": memory.above}
 
 
 CASES = {"sampling": sampling_case, "tuning": tuning_case}
@@ -104,8 +111,8 @@ def write_results(rows: dict, args, device: str) -> None:
              f"VRWKV Context Windows (window {WINDOW}, overlap {OVERLAP}, carry on) for a sampling/inversion step "
              f"(one UNet call on a CFG batch: 2 videos of T frames; inversion at cfg 1 is one video); VRWKV Tune "
              f"On Video with window {WINDOW} for a tuning step (gradient checkpointing, trainable vrwkv). Peak "
-             "resident memory above the loaded model during the step (sampled every 5 ms), one case per fresh "
-             "process. Times come from a 2-core machine shared with other jobs: only the ratios within one "
+             "resident memory above the loaded model and the step's inputs (the latents and prompt embeddings of "
+             "every frame) during the step (sampled every 5 ms), one case per fresh process. Times come from a 2-core machine shared with other jobs: only the ratios within one "
              "table are meaningful, and those only roughly. `python -m bench.long_clips` (COMFYUI_PATH set).", ""]
     if args.note:
         lines += [args.note, ""]
@@ -168,7 +175,8 @@ def main(argv=None):
             for frames in args.frames:
                 for windowed in (True, False) if frames <= limit else (True,):
                     cmd = [sys.executable, "-m", "bench.long_clips", "--one", depth, op, str(frames), str(int(windowed))]
-                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
                     if out.returncode != 0:
                         raise SystemExit(out.stderr[-3000:])
                     r = rows[(depth, op, frames, windowed)] = json.loads(out.stdout.strip().splitlines()[-1])

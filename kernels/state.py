@@ -37,8 +37,12 @@ def bi_wkv_window(w, u, k, v, past=None, future=None, *, backend: str = "auto") 
 
 
 def _pseudo_token(logits, v):
-    """(logsumexp of logits, their softmax-weighted mean of v) over dim 1."""
-    return torch.logsumexp(logits, 1), (torch.softmax(logits, 1) * v).sum(1)
+    """(logsumexp of logits, their softmax-weighted mean of v) over dim 1; works in place on
+    logits (one temporary of its size: the states are taken while the UNet's activations live)."""
+    top = logits.amax(1)
+    weights = logits.sub_(top[:, None]).exp_()
+    den = weights.sum(1)
+    return top + den.log(), torch.linalg.vecdot(weights, v, dim=1) / den
 
 
 def past_state(w, k, v, end: int, past=None):

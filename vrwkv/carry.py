@@ -38,7 +38,7 @@ class FrameCarry:
         """time_shift of the block feature `name` (V, T, H, W, C) with the carried frame before
         the window; keeps the frame before the next window for it."""
         if self.next_start is not None:
-            self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach()
+            self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach().clone()  # not a view: frees x
         return time_shift(x, self.prev.get(name))
 
     def mix(self, w, u, k, v, frame_tokens: int) -> torch.Tensor:
@@ -71,7 +71,7 @@ class CarryStore:
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
         """The carry for `block` in window `window` = (start, end) of `windows`."""
-        past, prev = self.pasts[key].get((block, window), (None, {}))
+        past, prev = self.pasts[key].pop((block, window), (None, {}))
         has_next, has_prev = window + 1 < len(windows), window > 0
         return FrameCarry(past=past, future=self.futures[key].get((block, window)), prev=prev,
                           next_start=windows[window + 1][0] - start if has_next else None,

@@ -116,6 +116,7 @@ class ContextWindows:
                 out = torch.zeros((x.shape[0],) + tuple(y.shape[1:]), device=y.device, dtype=y.dtype)
             ramp = weight.to(y.device, y.dtype).repeat(videos).view(-1, *[1] * (y.ndim - 1))
             out.index_add_(0, index.to(y.device), y * ramp)
+            del window_c, y, context          # this window's prompt copies, before the next one's
         return out
 
     def _new_run_check(self, sigmas) -> None:
