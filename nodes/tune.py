@@ -101,9 +101,12 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
-def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device):
+def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device,
+                        window: int = 0, frames: int = 0):
     """The settings that would lower tuning's memory, beginning with this node's own."""
     knobs = [] if gradient_checkpointing else ["turn gradient_checkpointing on"]
+    if frames > 16 and not 0 < window <= 16:
+        knobs.append("set window to 16 (or fewer) frames per tuning step")
     if dtype == torch.float32 and resolve_dtype("auto", device) != torch.float32:
         knobs.append("set training_dtype to auto (bfloat16)")
     if trainable != TRAINABLE[0]:
@@ -327,7 +330,8 @@ class VRWKVTuneOnVideo:
                     raise NonFiniteLoss(f"{NODE}: {e}") from None
                 if is_out_of_memory(e):
                     raise out_of_memory(NODE, f"tuning on {frames_and_size(samples)}{saved}",
-                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device)) from e
+                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device,
+                                                            window, frames)) from e
                 raise
             finally:
                 patch.blocks.set_gradient_checkpointing(False)

@@ -12,6 +12,7 @@ from tiny_unet import TinyUNet
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.carry import FrameCarry
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
+from vrwkv_editor.vrwkv.weights import load_weights, save_weights
 from vrwkv_editor.vrwkv.windows import ContextWindows, blend_weights, frame_windows
 
 
@@ -78,13 +79,16 @@ def test_block_windows_with_exact_carry_equal_the_whole_clip():
     assert not torch.allclose(alone, whole[second.flatten()], atol=1e-3)
 
 
-def test_norm_frames_is_stored_in_the_spec_and_old_specs_load():
+def test_norm_frames_is_saved_with_the_weights_and_old_files_load(tmp_path):
     unet = TinyUNet()
     patch = make_patch(unet)
-    assert "norm_frames" not in patch.blocks.spec                     # an old file's spec
-    assert all(m.norm_frames is None for m in patch.blocks.modules() if hasattr(m, "norm_frames"))
+    old = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec)
+    spec, state, _, _ = load_weights(old)
+    assert "norm_frames" not in spec                                  # a file from before norm_frames
+    assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {None}
     patch.blocks.set_norm_frames(6)
-    rebuilt = VRWKVBlocks(copy.deepcopy(patch.blocks.spec))
+    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec))
+    rebuilt = VRWKVBlocks(spec)
     assert rebuilt.spec["norm_frames"] == 6
     assert {m.norm_frames for m in rebuilt.modules() if hasattr(m, "norm_frames")} == {6}
 
