@@ -166,3 +166,28 @@ def test_wrapper_passes_through_under_autograd_and_for_short_clips():
     ContextWindows(4, 1, carry=True)(counting, {**args, "input": x8, "timestep": t8,
                                                  "c": {"c_crossattn": c8, "transformer_options": dict(opts)}})
     assert calls == [4, 8]
+
+
+def test_every_per_frame_input_is_cut_to_the_window():
+    """Prompt embeddings, ControlNet-style nested residuals and the per-item sigmas reach each
+    window cut to its frames; the sampler's schedule (sample_sigmas, as long as the batch
+    here: core's context windows mistook it for a per-frame tensor) stays whole."""
+    x, t, context, _ = unet_inputs(videos=2, frames=6)
+    seen = []
+
+    def record(x, t, c_crossattn, control, transformer_options):
+        seen.append((c_crossattn[:, 0, 0], control["output"][0][:, 0], transformer_options["sigmas"],
+                     transformer_options["sample_sigmas"]))
+        return x
+
+    frame_id = torch.arange(12.0)
+    args = {"input": x, "timestep": t, "cond_or_uncond": [1, 0],
+            "c": {"c_crossattn": frame_id[:, None, None].expand(12, 2, 3), "control": {"output": [frame_id[:, None]]},
+                  "transformer_options": {"sigmas": frame_id, "sample_sigmas": torch.arange(12.0)}}}
+    with torch.no_grad():
+        out = ContextWindows(4, 2, carry=False)(record, args)
+    assert torch.allclose(out, x, atol=1e-6)                    # identity windows blend back to the input
+    expected = [[0, 1, 2, 3, 6, 7, 8, 9], [2, 3, 4, 5, 8, 9, 10, 11]]
+    assert [s[0].tolist() for s in seen] == expected
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c, _ in seen)
+    assert all(len(s[3]) == 12 for s in seen)

@@ -49,9 +49,14 @@ def blend_weights(windows: list[tuple[int, int]], frames: int) -> list[torch.Ten
 
 
 def _slice_batch(value, index: torch.Tensor, batch: int):
-    """value[index] for tensors with one item per batch entry; everything else unchanged."""
-    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
-        return value[index.to(value.device)]
+    """value[index] for tensors with one item per batch entry, also inside dicts, lists and
+    tuples (ControlNet's residuals); everything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value[index.to(value.device)] if value.ndim and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {k: _slice_batch(v, index, batch) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_slice_batch(v, index, batch) for v in value)
     return value
 
 
@@ -104,7 +109,7 @@ class ContextWindows:
         for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
             index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
             context = WindowContext(i, windows, store, key)
-            window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items()}
+            window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
             window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
                                                "sigmas": _slice_batch(options.get("sigmas"), index, x.shape[0])}
             y = self._apply(apply_model, {**args, "input": x[index.to(x.device)],
