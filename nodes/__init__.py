@@ -9,6 +9,7 @@ from .ddim import VRWKVDDIMInversion, VRWKVKSampler, VRWKVSamplerDDIM
 from .patch_model import VRWKVPatchModel
 from .tune import VRWKVTuneOnVideo
 from .weights import VRWKVLoadWeights, VRWKVSaveWeights
+from .windows import VRWKVContextWindows
 
 NODE_CLASSES = {
     "VRWKVPatchModel": (VRWKVPatchModel, "VRWKV Patch Model"),
@@ -19,6 +20,7 @@ NODE_CLASSES = {
     "VRWKVKSampler": (VRWKVKSampler, "VRWKV KSampler (DDIM)"),
     "VRWKVSamplerDDIM": (VRWKVSamplerDDIM, "VRWKV Sampler (DDIM)"),
     "VRWKVVideoCoherence": (VRWKVVideoCoherence, "VRWKV Video Coherence"),
+    "VRWKVContextWindows": (VRWKVContextWindows, "VRWKV Context Windows"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODE_CLASSES.items()}

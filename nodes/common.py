@@ -13,7 +13,8 @@ CATEGORY = "VRWKV-Editor"
 FOLDER = "vrwkv"
 # What lowers the memory of every VRWKV node, wherever it runs out.
 MEMORY_KNOBS = ("set resolution to 'half and below' (or lower) in VRWKV Patch Model: the high-resolution "
-                "levels hold most tokens", "edit fewer frames, or smaller ones")
+                "levels hold most tokens", "run long clips through VRWKV Context Windows (e.g. window 16)",
+                "edit fewer frames, or smaller ones")
 SD15_UNET = {"context_dim": 768, "model_channels": 320, "in_channels": 4, "adm_in_channels": None}
 
 

@@ -14,7 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, epsilon_loss, param_groups, tune
+from ..vrwkv.tuning import (TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window, epsilon_loss,
+                            param_groups, tune)
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
@@ -100,9 +101,12 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
-def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device):
+def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device,
+                        window: int = 0, frames: int = 0):
     """The settings that would lower tuning's memory, beginning with this node's own."""
     knobs = [] if gradient_checkpointing else ["turn gradient_checkpointing on"]
+    if frames > 16 and not 0 < window <= 16:
+        knobs.append("set window to 16 (or fewer) frames per tuning step")
     if dtype == torch.float32 and resolve_dtype("auto", device) != torch.float32:
         knobs.append("set training_dtype to auto (bfloat16)")
     if trainable != TRAINABLE[0]:
@@ -120,11 +124,24 @@ def without_inference_tensors(module: torch.nn.Module) -> None:
                     table[name] = torch.nn.Parameter(t.clone(), requires_grad=False) if name in m._parameters else t.clone()
 
 
-class TuneSampler:
-    """Duck-typed comfy.samplers.Sampler whose sample() runs the tuning loop."""
+def window_conds(conds: dict, frames: int, start: int, end: int) -> dict:
+    """A guider's processed conds with every per-frame tensor (batch `frames`) cut to frames
+    [start, end); ComfyUI would otherwise cut a longer batch to its first frames."""
+    def cut(c):
+        fits = isinstance(getattr(c, "cond", None), torch.Tensor) and c.cond.shape[0] == frames
+        return c._copy_with(c.cond[start:end]) if fits else c
+    return {name: [{**entry, "model_conds": {k: cut(c) for k, c in entry.get("model_conds", {}).items()}}
+                   for entry in entries]
+            for name, entries in conds.items()}
 
-    def __init__(self, params, settings, dtype, on_step):
+
+class TuneSampler:
+    """Duck-typed comfy.samplers.Sampler whose sample() runs the tuning loop; with a `window`
+    each step tunes on a random contiguous window of that many frames."""
+
+    def __init__(self, params, settings, dtype, on_step, window: int = 0):
         self.params, self.settings, self.dtype, self.on_step = params, settings, dtype, on_step
+        self.window = window
         self.losses = []
         self.unet_dtype = None          # the dtype the UNet computed in (its output convolution's)
 
@@ -137,8 +154,13 @@ class TuneSampler:
             with torch.autocast(x0.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 return model_wrap(x, sigma, **extra_args)
 
+        conds, frames = model_wrap.conds, x0.shape[0]
+
         def step_loss(generator):
-            return epsilon_loss(denoise, x0, model_wrap.inner_model.model_sampling.sigmas, generator)
+            start = draw_window(generator, frames, self.window)
+            end = start + (self.window if 0 < self.window < frames else frames)
+            model_wrap.conds = window_conds(conds, frames, start, end)
+            return epsilon_loss(denoise, x0[start:end], model_wrap.inner_model.model_sampling.sigmas, generator)
 
         def on_step(step, loss):
             self.losses.append(loss)
@@ -152,6 +174,7 @@ class TuneSampler:
             tune(self.params, step_loss, self.settings, on_step)
         finally:
             hook.remove()
+            model_wrap.conds = conds
         return torch.zeros_like(latent_image)
 
 
@@ -166,7 +189,8 @@ def run_tuning(trainer, sampler: TuneSampler, samples, conditioning, seed: int) 
 
 class VRWKVTuneOnVideo:
     DESCRIPTION = ("Tunes a VRWKV-patched SD1.5 model on one clip with its source prompt (Tune-A-Video's "
-                   "recipe: all frames in every step, a random timestep per step, noise-prediction MSE, AdamW). "
+                   "recipe: all frames (or a random window of them) in every step, a random timestep per step, "
+                   "noise-prediction MSE, AdamW). "
                    "Cancel keeps the steps done so far (saved if a name is given). Returns a new MODEL; the "
                    "input MODEL is unchanged.")
     CATEGORY = CATEGORY
@@ -184,7 +208,8 @@ class VRWKVTuneOnVideo:
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.5 MODEL with VRWKV blocks (from VRWKV Patch Model)."}),
                 "latent": ("LATENT", {"tooltip": "The clip's frames encoded by VAE Encode (one frame per batch "
-                                                 "item); all frames are trained together in every step."}),
+                                                 "item); all frames (or a window of them) are trained together "
+                                                 "in every step."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "The source prompt describing the clip as it is "
                                                              "(e.g. 'a man skiing'), one for all frames."}),
                 "steps": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip":
@@ -212,12 +237,17 @@ class VRWKVTuneOnVideo:
                               "the run is cancelled or diverges: the last good steps are kept)."}),
                 "note": ("STRING", {"default": "", "tooltip": "Text stored in the weights file's metadata, e.g. "
                                                               "the source prompt."}),
+                "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
+                           "Frames per tuning step: each step tunes on a random contiguous window of this many "
+                           "frames, so tuning memory is bounded by the window, not the clip (long clips). 0 = "
+                           "all frames. The blocks' decay is normalised by this length (stored with the "
+                           "weights), so it means the same on the whole clip and in context windows."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def tune(self, model, latent, conditioning, steps, learning_rate, seed, trainable, gradient_checkpointing,
-             training_dtype, save_name="", note="", unique_id=None):
+             training_dtype, save_name="", note="", window=0, unique_id=None):
         import comfy.model_management
         import comfy.utils
 
@@ -242,6 +272,8 @@ class VRWKVTuneOnVideo:
             patch_list[patch_list.index(source)] = patch
             for p in patch.blocks.parameters():
                 p.requires_grad_(True)
+            if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps the length it was tuned with
+                patch.blocks.set_norm_frames(window if 0 < window < frames else frames)
             settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
             params = param_groups(patch.blocks.named_parameters(), settings)
 
@@ -280,8 +312,8 @@ class VRWKVTuneOnVideo:
                     log.info(f"VRWKV tuning: {status}")
                     show_on_node(unique_id, status)
 
-            sampler = TuneSampler(params, settings, dtype, on_step)
-            info = {"frames": frames, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
+            sampler = TuneSampler(params, settings, dtype, on_step, window)
+            info = {"frames": frames, "window": window, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
                     "steps": steps, "lr": learning_rate, "seed": seed,
                     "temporal_lr_multiplier": settings.temporal_lr_multiplier, "trainable": trainable,
                     "training_dtype": str(dtype).replace("torch.", ""), "note": note}
@@ -298,7 +330,8 @@ class VRWKVTuneOnVideo:
                     raise NonFiniteLoss(f"{NODE}: {e}") from None
                 if is_out_of_memory(e):
                     raise out_of_memory(NODE, f"tuning on {frames_and_size(samples)}{saved}",
-                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device)) from e
+                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device,
+                                                            window, frames)) from e
                 raise
             finally:
                 patch.blocks.set_gradient_checkpointing(False)

@@ -36,6 +36,9 @@ def test_tuning_knobs_name_only_what_would_change(monkeypatch, gpu_has_bf16):
     assert costly == ["turn gradient_checkpointing on", *bf16, "set trainable to vrwkv", *MEMORY_KNOBS]
     assert tuning_memory_knobs(True, torch.bfloat16, "vrwkv", gpu) == list(MEMORY_KNOBS)
     assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu) == list(MEMORY_KNOBS)
+    long_clip = tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, window=0, frames=120)
+    assert long_clip == ["set window to 16 (or fewer) frames per tuning step", *MEMORY_KNOBS]
+    assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, window=16, frames=120) == list(MEMORY_KNOBS)
 
 
 def test_ddim_sampling_out_of_memory_names_the_knobs(monkeypatch):

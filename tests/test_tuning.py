@@ -270,3 +270,33 @@ def test_epsilon_loss_is_zero_for_the_exact_denoiser_only():
     identity = epsilon_loss(lambda x, sigma: x, x0, sigmas, torch.Generator().manual_seed(1))
     assert float(exact) < 1e-10
     assert 0.5 < float(identity) < 2.0
+
+
+def test_tuning_windows_are_random_contiguous_and_leave_whole_clip_runs_unchanged():
+    from vrwkv_editor.vrwkv.tuning import draw_window
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    assert draw_window(g, 24, 0) == 0 and draw_window(g, 24, 24) == 0 and draw_window(g, 8, 16) == 0
+    assert torch.equal(g.get_state(), state)           # no draw: a window-0 run is the run it was before
+    starts = [draw_window(g, 24, 8) for _ in range(200)]
+    assert min(starts) == 0 and max(starts) == 16      # every window inside the clip, both ends reached
+    again = torch.Generator().manual_seed(5)
+    assert [draw_window(again, 24, 8) for _ in range(200)] == starts
+
+
+def test_window_conds_cut_per_frame_prompts_only():
+    from vrwkv_editor.nodes.tune import window_conds
+
+    class Cond:                                        # ComfyUI's CONDRegular protocol
+        def __init__(self, cond):
+            self.cond = cond
+
+        def _copy_with(self, cond):
+            return Cond(cond)
+
+    per_frame, shared = Cond(torch.arange(10.0)[:, None]), Cond(torch.ones(1, 3))
+    conds = {"positive": [{"model_conds": {"c_crossattn": per_frame, "other": shared}, "strength": 1.0}]}
+    cut = window_conds(conds, 10, 3, 7)["positive"][0]
+    assert cut["model_conds"]["c_crossattn"].cond[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    assert cut["model_conds"]["other"] is shared and cut["strength"] == 1.0
+    assert conds["positive"][0]["model_conds"]["c_crossattn"] is per_frame     # the guider's own stay whole

@@ -32,8 +32,9 @@ def schema_widgets(cls) -> list[str]:
     return names
 
 
-def test_there_are_three_workflows_with_previews():
-    assert [p.stem for p in WORKFLOWS] == ["vrwkv_edit_sampler_custom", "vrwkv_edit_video", "vrwkv_reedit_saved_weights"]
+def test_there_are_four_workflows_with_previews():
+    assert [p.stem for p in WORKFLOWS] == ["vrwkv_edit_sampler_custom", "vrwkv_edit_video", "vrwkv_long_clip",
+                                           "vrwkv_reedit_saved_weights"]
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").stat().st_size > 10_000
 

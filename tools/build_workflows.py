@@ -117,6 +117,20 @@ core CFG Guider, noise disabled, starting from the inverted latent with the sigm
 conditioning) composes the same way."""
 
 
+NOTE_LONG = f"""## Long clips: 120 frames edited in windows
+
+Memory is bounded by these settings, not by the clip's length:
+- **VRWKV Tune On Video, window** (16): frames per tuning step; each step tunes a random
+  16-frame window. The blocks' decay is normalised by it (stored with the weights).
+- **VRWKV Context Windows, window** (16) and **overlap** (4): frames per UNet call in the
+  inversion and the sampler; neighbouring windows share 4 frames, blended. **carry** on:
+  the VRWKV blocks hand their Bi-WKV state across window boundaries (the past exactly, the
+  future from the previous step), so the clip is still mixed as one sequence.
+- **VRWKV Patch Model, resolution**: *half and below* lowers it further.
+What still grows with the clip: its latents and frames (small), VAE Encode/Decode (ComfyUI
+batches them), and the time (linear in frames)."""
+
+
 def custom_sampling():
     nodes = {
         "guider": ("CFGGuider", [4, 1], {"cfg": 12.5}, None),
@@ -151,7 +165,19 @@ def workflows():
     coh_nodes, coh_links = coherence(7)
     custom = ({**CLIP_IN, **TUNE, **inv_nodes, **cs_nodes, **output, **coh_nodes},
               CLIP_LINKS + TUNE_LINKS + inv_links + cs_links + OUTPUT_LINKS + coh_links, NOTE_CUSTOM)
-    return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom}
+    clip_in = {**CLIP_IN, "pick": ("ImageFromBatch", [1, 0], {"batch_index": 0, "length": 120},
+                                   "Frames to edit (a long clip: 120)")}
+    tune = {**TUNE, "tune": (*TUNE["tune"][:2], {**TUNE["tune"][2], "save_name": f"{NAME}-long", "window": 16},
+                             "VRWKV Tune On Video (window 16)"),
+            "windows": ("VRWKVContextWindows", [3, 2], {"window": 16, "overlap": 4, "carry": True}, None)}
+    inv_nodes, inv_links = inversion("windows", "invert")
+    ks_nodes, ks_links = ksampler("windows")
+    coh_nodes, coh_links = coherence(6)
+    long = ({**clip_in, **tune, **inv_nodes, **ks_nodes, **OUTPUT, **coh_nodes},
+            CLIP_LINKS + TUNE_LINKS + [("tune", 0, "windows", "model")] + inv_links + ks_links + OUTPUT_LINKS
+            + coh_links, NOTE_LONG)
+    return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom,
+            "vrwkv_long_clip": long}
 
 
 BUILD_JS = """

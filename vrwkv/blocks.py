@@ -3,7 +3,9 @@
 Features come as ComfyUI passes them, (videos * frames, C, H, W). Tokens are ordered
 (t, h, w) into one sequence of L = T*H*W per video, so every token sees the whole clip at
 a cost linear in L. Decay and bonus are divided by L as in Vision-RWKV, so the total decay
-across a clip stays bounded whatever its length.
+across a clip stays bounded whatever its length. A tuned block fixes that length
+(`norm_frames`, from the weights' block spec) so that its decay means the same on a window,
+the tuned clip and a longer clip; None (old files, untuned blocks) uses the call's own frames.
 
 Before the projections each frame is interpolated with its predecessor,
 `mu * x_t + (1 - mu) * x_{t-1}` (separate mu per projection and channel, x_{-1} = 0, the
@@ -29,9 +31,17 @@ def is_temporal_parameter(name: str) -> bool:
     return leaf.startswith("mu") or leaf in ("decay", "first")
 
 
-def time_shift(x: torch.Tensor) -> torch.Tensor:
-    """x_{t-1} for every frame t of (videos, T, H, W, C), zero before the first frame."""
-    return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+def time_shift(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+    """x_{t-1} for every frame t of (videos, T, H, W, C); before the first frame `first`
+    (videos, 1, H, W, C) if given (the frame before a window), else zero."""
+    if first is None:
+        return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+    return torch.cat([first.to(x.dtype), x[:, :-1]], 1)
+
+
+def _shift(name: str, x: torch.Tensor) -> torch.Tensor:
+    """time_shift for a block run on a whole clip (the stand-in for a window carry's shift)."""
+    return time_shift(x)
 
 
 class FrameMix(nn.Module):
@@ -59,7 +69,12 @@ class FrameMix(nn.Module):
 class SpatialMix3D(nn.Module):
     """RWKV spatial mix over the whole clip: sigmoid(r) * BiWKV(k, v), then a zero-init
     output projection. r may read another feature (`gate`) than k and v do: the skip
-    fusion gates the encoder skip with the decoder feature."""
+    fusion gates the encoder skip with the decoder feature.
+
+    On a window of a longer clip, `carry` (vrwkv/carry.py: FrameCarry) supplies the frame
+    before the window for the token shift and the Bi-WKV state of the tokens around it."""
+
+    norm_frames: int | None = None   # frames the decay is normalised by; None: the call's own
 
     def __init__(self, channels: int, gate_channels: int | None = None):
         super().__init__()
@@ -76,16 +91,18 @@ class SpatialMix3D(nn.Module):
         (Vision-RWKV), so the total decay across a clip stays bounded whatever its length."""
         return self.decay / tokens, self.first / tokens
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, carry=None) -> torch.Tensor:
         """x: (V, T, H, W, C), gate: (V, T, H, W, Cg) -> (V, T, H, W, C)."""
         V, T, H, W, C = x.shape
         L = T * H * W
-        x_prev = time_shift(x)
+        shift = _shift if carry is None else carry.shift
+        x_prev = shift("x", x)
         k = self.key(x, x_prev).reshape(V, L, C)
         v = self.value(x, x_prev).reshape(V, L, C)
-        r = self.receptance(gate, time_shift(gate) if gate is not x else x_prev)
-        y = bi_wkv(*self.decay_and_bonus(L), k, v).reshape(V, T, H, W, C)
-        return self.output(torch.sigmoid(r) * y)
+        r = self.receptance(gate, shift("gate", gate) if gate is not x else x_prev)
+        w, u = self.decay_and_bonus((self.norm_frames or T) * H * W)
+        y = bi_wkv(w, u, k, v) if carry is None else carry.mix(w, u, k, v, H * W)
+        return self.output(torch.sigmoid(r) * y.reshape(V, T, H, W, C))
 
 
 class ChannelMix3D(nn.Module):
@@ -102,8 +119,8 @@ class ChannelMix3D(nn.Module):
         self.receptance = nn.Linear(channels, channels, bias=False)
         nn.init.zeros_(self.value.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prev = time_shift(x)
+    def forward(self, x: torch.Tensor, carry=None) -> torch.Tensor:
+        prev = time_shift(x) if carry is None else carry.shift("channel_mix", x)
         xk = self.mu_k * x + (1 - self.mu_k) * prev
         xr = self.mu_r * x + (1 - self.mu_r) * prev
         return torch.sigmoid(self.receptance(xr)) * self.value(torch.relu(self.key(xk)).square())
@@ -128,20 +145,21 @@ class VRWKVBlock3D(nn.Module):
         self.channel_mix = ChannelMix3D(channels, hidden_ratio)
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
+        """`carry`: the window's FrameCarry (vrwkv/carry.py) when x is a window of a longer clip."""
         if x.shape[0] % frames:
             raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        if self.gradient_checkpointing and torch.is_grad_enabled() and carry is None:
             delta = checkpoint(self._delta, x, gate, frames, use_reentrant=False)
         else:
-            delta = self._delta(x, gate, frames)
+            delta = self._delta(x, gate, frames, carry)
         return x + delta
 
-    def _delta(self, x, gate, frames):
+    def _delta(self, x, gate, frames, carry=None):
         dtype = self.norm_x.weight.dtype
         seq = rearrange(x.to(dtype), "(v t) c h w -> v t h w c", t=frames)
         h = self.norm_x(seq)
         g = h if gate is None else self.norm_gate(rearrange(gate.to(dtype), "(v t) c h w -> v t h w c", t=frames))
-        d_spatial = self.spatial_mix(h, g)
-        d_channel = self.channel_mix(self.norm_cm(seq + d_spatial))
+        d_spatial = self.spatial_mix(h, g, carry)
+        d_channel = self.channel_mix(self.norm_cm(seq + d_spatial), carry)
         return rearrange(d_spatial + d_channel, "v t h w c -> (v t) c h w").to(x.dtype)

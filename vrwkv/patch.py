@@ -8,6 +8,8 @@ behaviours (../shared/TESTING.md):
 - `model_patches_to` is called with the load device and then with the UNet's dtype: `to()`
   follows devices but keeps the blocks' own (training) dtype;
 - with CFG the batch holds len(cond_or_uncond) videos of T frames each.
+On a window of a longer clip (vrwkv/windows.py) transformer_options carries the window's
+context, through which each block gets its Bi-WKV carry.
 """
 
 import copy
@@ -15,12 +17,15 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import VRWKVBlock3D
+from .blocks import SpatialMix3D, VRWKVBlock3D
+from .windows import CONTEXT_KEY
 
 
 class VRWKVBlocks(nn.Module):
     """The blocks named in a spec from layout.block_spec. `block` builds one block from
-    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers."""
+    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers.
+    spec["norm_frames"] (set by tuning, absent in older files) fixes the length the decay
+    is normalised by (blocks.SpatialMix3D)."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()
@@ -29,6 +34,15 @@ class VRWKVBlocks(nn.Module):
             name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"])
             for name, b in spec["blocks"].items()
         })
+        self.set_norm_frames(spec.get("norm_frames"))
+
+    def set_norm_frames(self, frames: int | None) -> None:
+        """Normalise every block's decay by `frames` frames (None: each call's own), recorded in the spec."""
+        if frames is not None:
+            self.spec["norm_frames"] = int(frames)
+        for m in self.modules():
+            if isinstance(m, SpatialMix3D):
+                m.norm_frames = frames
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         for block in self.blocks.values():
@@ -74,11 +88,16 @@ class VRWKVPatch(ModulePatch):
         index = transformer_options["block"][1]
         frames = frames_per_video(h.shape[0], transformer_options)
         blocks = self.blocks.blocks
+        window = transformer_options.get(CONTEXT_KEY)
+
+        def run(name, x, gate=None):
+            carry = window.carry(name) if window is not None else None
+            return blocks[name](x, frames, gate=gate, **({} if carry is None else {"carry": carry}))
+
         if index == 0 and "mid" in blocks:            # h is the mid-block output here
-            h = blocks["mid"](h, frames)
-        skip = blocks[f"skip_{index}"] if f"skip_{index}" in blocks else None
-        if skip is not None:
-            hsp = skip(hsp, frames, gate=h)
+            h = run("mid", h)
+        if f"skip_{index}" in blocks:
+            hsp = run(f"skip_{index}", hsp, gate=h)
         return h, hsp
 
     @property

@@ -55,6 +55,15 @@ def draw_noise(generator: torch.Generator, x0: torch.Tensor, num_timesteps: int 
     return t, noise
 
 
+def draw_window(generator: torch.Generator, frames: int, window: int) -> int:
+    """First frame of a random contiguous window of `window` frames (Tune-A-Video samples its
+    frames alike), drawn from the tuning generator; 0 without a draw when the window holds
+    the clip (window 0 or >= frames), so such runs draw exactly what they did before."""
+    if window <= 0 or window >= frames:
+        return 0
+    return int(torch.randint(0, frames - window + 1, (1,), generator=generator))
+
+
 def epsilon_loss(denoise: Callable, x0: torch.Tensor, sigma_table: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
     """One step's loss of the recipe: a timestep and noise for the whole clip, x = x0 + sigma *

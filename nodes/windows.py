@@ -1,0 +1,45 @@
+"""VRWKV Context Windows: a MODEL that runs the UNet on a long clip in frame windows
+(vrwkv/windows.py), with the VRWKV blocks' Bi-WKV state carried between windows."""
+
+from ..vrwkv.windows import ContextWindows
+from .common import CATEGORY
+
+
+class VRWKVContextWindows:
+    DESCRIPTION = ("Runs the model on long clips in overlapping windows of frames, so sampling and inversion "
+                   "memory is bounded by the window, not the clip. With carry, the VRWKV blocks hand their "
+                   "Bi-WKV state across window boundaries (the past exactly, the future from the previous "
+                   "step), so the clip is still mixed as one sequence; overlapping frames are blended. Works "
+                   "with the VRWKV DDIM nodes, the VRWKV SAMPLER and core samplers; tuning ignores it (use VRWKV "
+                   "Tune On Video's window). The input MODEL is unchanged.")
+    CATEGORY = CATEGORY + "/sampling"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The model, windowed: connect it to VRWKV DDIM Inversion and the sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The (tuned) SD1.5 model to run in windows."}),
+                "window": ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip":
+                           "Frames per UNet call: sampling memory grows with this, not with the clip. Clips no "
+                           "longer than the window run whole."}),
+                "overlap": ("INT", {"default": 4, "min": 0, "max": 4095, "tooltip":
+                            "Frames shared by neighbouring windows, blended with linear ramps (must be less than "
+                            "window). More overlap smooths boundaries and costs more UNet calls."}),
+                "carry": ("BOOLEAN", {"default": True, "tooltip":
+                          "Carry the VRWKV blocks' Bi-WKV state and the previous frame across window "
+                          "boundaries (needs a VRWKV-patched model; off: windows are independent and joined "
+                          "only by the overlap)."}),
+            },
+        }
+
+    def apply(self, model, window, overlap, carry):
+        if overlap >= window:
+            raise ValueError(f"VRWKV Context Windows: overlap {overlap} must be less than window {window}; "
+                             "lower the overlap")
+        windowed = model.clone()
+        previous = windowed.model_options.get("model_function_wrapper")
+        windowed.set_model_unet_function_wrapper(ContextWindows(window, overlap, carry, previous))
+        return (windowed,)

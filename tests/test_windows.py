@@ -1,0 +1,193 @@
+"""Long clips in windows: the window schedule and its blending, the fixed decay
+normalisation, the Bi-WKV carry inside a block and through a whole UNet
+(tests/tiny_unet.py) via the context-window wrapper."""
+
+import copy
+
+import pytest
+import torch
+
+from test_vrwkv_blocks import make_patch, randomise_outputs, unet_inputs
+from tiny_unet import TinyUNet
+from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
+from vrwkv_editor.vrwkv.carry import FrameCarry
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks
+from vrwkv_editor.vrwkv.weights import load_weights, save_weights
+from vrwkv_editor.vrwkv.windows import ContextWindows, blend_weights, frame_windows
+
+
+@pytest.mark.parametrize("frames,length,overlap", [(240, 16, 4), (17, 8, 0), (10, 4, 3), (9, 9, 2), (5, 0, 0)])
+def test_windows_cover_the_clip_and_blend_to_one(frames, length, overlap):
+    windows = frame_windows(frames, length, overlap)
+    assert windows[0][0] == 0 and windows[-1][1] == frames
+    assert all(e - s == min(length or frames, frames) for s, e in windows)
+    assert all(s_next <= e - overlap for (_, e), (s_next, _) in zip(windows, windows[1:]))
+    total = torch.zeros(frames)
+    for (s, e), weight in zip(windows, blend_weights(windows, frames)):
+        total[s:e] += weight
+        assert (weight > 0).all()
+    assert torch.allclose(total, torch.ones(frames))
+
+
+def test_bad_overlap_is_refused():
+    with pytest.raises(ValueError, match="less than the window length"):
+        frame_windows(20, 8, 8)
+    with pytest.raises(ValueError, match="less than the window length"):
+        ContextWindows(8, 9, carry=True)
+
+
+def tuned_block(channels=8, seed=0, norm_frames=None):
+    torch.manual_seed(seed)
+    block = VRWKVBlock3D(channels, gate_channels=6, hidden_ratio=2)
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith(("decay", "first")) or ".mu" in name or name.startswith("channel_mix.mu"):
+                p.copy_(torch.rand(p.shape) * 2)
+            elif name in ("spatial_mix.output.weight", "channel_mix.value.weight"):
+                p.copy_(torch.randn(p.shape) * 0.3)
+    block.spatial_mix.norm_frames = norm_frames
+    return block
+
+
+def test_block_windows_with_exact_carry_equal_the_whole_clip():
+    """A tuned block (decay normalised by 4 frames) on an 8-frame clip equals the block on
+    frames [0, 4) and [4, 8) with exact carry: the future of [4, 8) first (nothing after it),
+    then [0, 4) with it, then [4, 8) with the past and the frame before it. Fails if the
+    decay were normalised by each call's own length, or if any carry were dropped.
+    ([4, 8)'s k and v read frame 3 through the token shift: a first pass of [0, 4) without
+    its future gives that frame exactly.)"""
+    block = tuned_block(norm_frames=4)
+    g = torch.Generator().manual_seed(1)
+    x, gate = torch.randn(2 * 8, 8, 3, 3, generator=g), torch.randn(2 * 8, 6, 3, 3, generator=g)
+    first = torch.arange(2)[:, None] * 8 + torch.arange(4)
+    second = first + 4
+    with torch.no_grad():
+        whole = block(x, 8, gate)
+        draft = FrameCarry(next_start=4)
+        block(x[first.flatten()], 4, gate[first.flatten()], carry=draft)
+        last = FrameCarry(prev=draft.out_prev, prev_end=0)
+        block(x[second.flatten()], 4, gate[second.flatten()], carry=last)
+        head = FrameCarry(future=last.out_future, next_start=4)
+        y_first = block(x[first.flatten()], 4, gate[first.flatten()], carry=head)
+        tail = FrameCarry(past=head.out_past, prev=head.out_prev)
+        y_second = block(x[second.flatten()], 4, gate[second.flatten()], carry=tail)
+    assert set(head.out_prev) == {"x", "gate", "channel_mix"}
+    assert torch.allclose(y_first, whole[first.flatten()], atol=1e-5)
+    assert torch.allclose(y_second, whole[second.flatten()], atol=1e-5)
+    with torch.no_grad():
+        alone = block(x[second.flatten()], 4, gate[second.flatten()])
+    assert not torch.allclose(alone, whole[second.flatten()], atol=1e-3)
+
+
+def test_norm_frames_is_saved_with_the_weights_and_old_files_load(tmp_path):
+    unet = TinyUNet()
+    patch = make_patch(unet)
+    old = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec)
+    spec, state, _, _ = load_weights(old)
+    assert "norm_frames" not in spec                                  # a file from before norm_frames
+    assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {None}
+    patch.blocks.set_norm_frames(6)
+    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec))
+    rebuilt = VRWKVBlocks(spec)
+    assert rebuilt.spec["norm_frames"] == 6
+    assert {m.norm_frames for m in rebuilt.modules() if hasattr(m, "norm_frames")} == {6}
+
+
+def apply_model(unet):
+    return lambda x, t, c_crossattn, transformer_options: unet(x, t, c_crossattn, transformer_options)
+
+
+def windowed(wrapper, unet, x, t, context, opts):
+    args = {"input": x, "timestep": t, "cond_or_uncond": opts["cond_or_uncond"],
+            "c": {"c_crossattn": context, "transformer_options": dict(opts)}}
+    with torch.no_grad():
+        return wrapper(apply_model(unet), args)
+
+
+def tuned_unet(norm_frames):
+    unet = TinyUNet()
+    patch = make_patch(unet)
+    randomise_outputs(patch)
+    with torch.no_grad():                 # token shift in use: the frame before a window matters
+        for name, p in patch.blocks.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("mu"):
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(2)))
+    patch.blocks.set_norm_frames(norm_frames)
+    return unet, patch
+
+
+def test_a_window_alone_equals_that_window_of_a_longer_clip_without_carry():
+    """The length test of issue 11: a tuned model (decay fixed at its tuning window, 4 frames)
+    gives a window the same output alone as inside a 12-frame clip run in windows of 4
+    without carry (nothing crosses the empty boundaries)."""
+    unet, patch = tuned_unet(4)
+    x, t, context, opts = unet_inputs(videos=2, frames=12)
+    opts["patches"] = {"output_block_patch": [patch]}
+    long = windowed(ContextWindows(4, 0, carry=False), unet, x, t, context, opts)
+    index = (torch.arange(2)[:, None] * 12 + torch.arange(4, 8)).flatten()
+    with torch.no_grad():
+        alone = unet(x[index], t[index], context[index], dict(opts))
+    assert torch.allclose(long[index], alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_carry_converges_to_the_whole_clip(overlap):
+    """With carry, the past is exact within a call and the future is one call stale: calls
+    repeated on the same input reach the whole-clip output (each call makes one more block
+    exact). Per-frame prompts are sliced with their frames. Without carry windows differ."""
+    unet, patch = tuned_unet(6)
+    x, t, context, opts = unet_inputs(videos=2, frames=10)
+    opts["patches"] = {"output_block_patch": [patch]}
+    with torch.no_grad():
+        whole = unet(x, t, context, dict(opts))
+    wrapper = ContextWindows(5, overlap, carry=True)
+    errors = [(windowed(wrapper, unet, x, t, context, opts) - whole).abs().max().item() for _ in range(8)]
+    assert errors[-1] < 1e-5 < errors[0]
+    plain = windowed(ContextWindows(5, overlap, carry=False), unet, x, t, context, opts)
+    assert (plain - whole).abs().max().item() > 1e-3
+    fresh = copy.deepcopy(wrapper)                                   # a clone starts with no states
+    assert (windowed(fresh, unet, x, t, context, opts) - whole).abs().max().item() == pytest.approx(errors[0])
+
+
+def test_wrapper_passes_through_under_autograd_and_for_short_clips():
+    unet, patch = tuned_unet(4)
+    x, t, context, opts = unet_inputs(videos=1, frames=4)
+    opts["patches"] = {"output_block_patch": [patch]}
+    calls = []
+
+    def counting(x, t, c_crossattn, transformer_options):
+        calls.append(x.shape[0])
+        return unet(x, t, c_crossattn, transformer_options)
+
+    args = {"input": x, "timestep": t, "cond_or_uncond": [0],
+            "c": {"c_crossattn": context, "transformer_options": dict(opts)}}
+    ContextWindows(4, 1, carry=True)(counting, args)                 # clip no longer than a window
+    x8, t8, c8, _ = unet_inputs(videos=1, frames=8)
+    ContextWindows(4, 1, carry=True)(counting, {**args, "input": x8, "timestep": t8,
+                                                 "c": {"c_crossattn": c8, "transformer_options": dict(opts)}})
+    assert calls == [4, 8]
+
+
+def test_every_per_frame_input_is_cut_to_the_window():
+    """Prompt embeddings, ControlNet-style nested residuals and the per-item sigmas reach each
+    window cut to its frames; the sampler's schedule (sample_sigmas, as long as the batch
+    here: core's context windows mistook it for a per-frame tensor) stays whole."""
+    x, t, context, _ = unet_inputs(videos=2, frames=6)
+    seen = []
+
+    def record(x, t, c_crossattn, control, transformer_options):
+        seen.append((c_crossattn[:, 0, 0], control["output"][0][:, 0], transformer_options["sigmas"],
+                     transformer_options["sample_sigmas"]))
+        return x
+
+    frame_id = torch.arange(12.0)
+    args = {"input": x, "timestep": t, "cond_or_uncond": [1, 0],
+            "c": {"c_crossattn": frame_id[:, None, None].expand(12, 2, 3), "control": {"output": [frame_id[:, None]]},
+                  "transformer_options": {"sigmas": frame_id, "sample_sigmas": torch.arange(12.0)}}}
+    with torch.no_grad():
+        out = ContextWindows(4, 2, carry=False)(record, args)
+    assert torch.allclose(out, x, atol=1e-6)                    # identity windows blend back to the input
+    expected = [[0, 1, 2, 3, 6, 7, 8, 9], [2, 3, 4, 5, 8, 9, 10, 11]]
+    assert [s[0].tolist() for s in seen] == expected
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c, _ in seen)
+    assert all(len(s[3]) == 12 for s in seen)

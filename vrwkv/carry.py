@@ -1,0 +1,108 @@
+"""Bi-WKV state carried between the windows of a long clip (the paper's "RNN mode").
+
+A clip processed in overlapping frame windows, one UNet call per window, in order. Each
+VRWKV block of window i receives:
+- the past: the Bi-WKV state of every token before the window (kernels/state.py), handed
+  on by window i-1 of this same model call (exact given window i-1's features);
+- the future: the state of every token after the window, handed on by window i+1 at the
+  previous model call (the previous denoising step: the future is not computed yet when
+  window i runs; one step stale, nothing at a run's first step);
+- the frame before the window for the token shift, from window i-1 of this call.
+Windows overlap, so window i-1 hands on the state at window i's start (inside itself),
+and window i+1 the state after window i's end.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..kernels.state import bi_wkv_window, future_state, past_state
+from .blocks import time_shift
+
+
+@dataclass
+class FrameCarry:
+    """One block's carry in one window: what it receives (past, future, prev) and what it
+    hands on (out_*); next_start / prev_end are frames of this window (None: no neighbour)."""
+
+    past: tuple | None = None
+    future: tuple | None = None
+    prev: dict = field(default_factory=dict)       # name -> (V, 1, H, W, C) frame before the window
+    next_start: int | None = None
+    prev_end: int | None = None
+    out_past: tuple | None = None
+    out_future: tuple | None = None
+    out_prev: dict = field(default_factory=dict)
+
+    def shift(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """time_shift of the block feature `name` (V, T, H, W, C) with the carried frame before
+        the window; keeps the frame before the next window for it."""
+        if self.next_start is not None:
+            self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach().clone()  # not a view: frees x
+        return time_shift(x, self.prev.get(name))
+
+    def mix(self, w, u, k, v, frame_tokens: int) -> torch.Tensor:
+        """bi_wkv of the window's k, v (V, L, C) with the carried states; keeps the states to hand on."""
+        y = bi_wkv_window(w, u, k, v, self.past, self.future)
+        w, k, v = w.detach(), k.detach(), v.detach()
+        if self.next_start is not None:
+            self.out_past = past_state(w, k, v, self.next_start * frame_tokens, self.past)
+        if self.prev_end is not None:
+            self.out_future = future_state(w, k, v, self.prev_end * frame_tokens, self.future)
+        return y
+
+
+class CarryStore:
+    """The states in flight between windows, per batch layout (`key`: cond_or_uncond and
+    shape, so cond and uncond run in separate calls keep their own). `begin` starts a model
+    call: the futures written by the previous call become readable, the pasts start empty."""
+
+    def __init__(self):
+        self.pasts, self.futures, self.written = {}, {}, {}
+
+    def reset(self) -> None:
+        """A new sampling run: the futures of the last run belong to another trajectory."""
+        self.__init__()
+
+    def begin(self, key) -> None:
+        self.futures[key] = self.written.pop(key, {})
+        self.pasts[key] = {}
+        self.written[key] = {}
+
+    def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
+        """The carry for `block` in window `window` = (start, end) of `windows`."""
+        past, prev = self.pasts[key].pop((block, window), (None, {}))
+        has_next, has_prev = window + 1 < len(windows), window > 0
+        return FrameCarry(past=past, future=self.futures[key].get((block, window)), prev=prev,
+                          next_start=windows[window + 1][0] - start if has_next else None,
+                          prev_end=windows[window - 1][1] - start if has_prev else None)
+
+    def hand_on(self, key, block: str, window: int, carry: FrameCarry) -> None:
+        if carry.out_past is not None:
+            self.pasts[key][(block, window + 1)] = (carry.out_past, carry.out_prev)
+        if carry.out_future is not None:
+            self.written[key][(block, window - 1)] = carry.out_future
+
+
+@dataclass
+class WindowContext:
+    """What the VRWKV patch sees of the window being run (transformer_options["vrwkv_window"]):
+    `carry(block)` gives that block's FrameCarry, or None when windows do not carry."""
+
+    index: int
+    windows: list
+    store: CarryStore | None
+    key: tuple
+    carries: dict = field(default_factory=dict)
+
+    def carry(self, block: str) -> FrameCarry | None:
+        if self.store is None:
+            return None
+        start, end = self.windows[self.index]
+        self.carries[block] = self.store.carry(self.key, block, self.index, start, end, self.windows)
+        return self.carries[block]
+
+    def hand_on(self) -> None:
+        """After the window's model call: its blocks' states go to their neighbours."""
+        for block, carry in self.carries.items():
+            self.store.hand_on(self.key, block, self.index, carry)

@@ -1,0 +1,132 @@
+"""Long clips in frame windows: one UNet call per window, outputs fused with overlap ramps.
+
+`ContextWindows` is a UNet function wrapper (ComfyUI's model_function_wrapper protocol:
+called with apply_model and {"input", "timestep", "c", "cond_or_uncond"}), so it applies
+to every sampler that calls the model through ComfyUI, the pack's DDIM nodes included.
+The batch holds len(cond_or_uncond) videos of T frames; each window takes the same frames
+of every video, with every per-item tensor of `c` (the prompt embeddings, ...) sliced
+alike, so memory is bounded by the window, not the clip. With `carry` the VRWKV blocks
+carry Bi-WKV state between windows (vrwkv/carry.py); without it windows are independent
+and only the overlap ramps join them. Calls under autograd (tuning) pass through
+unwindowed: tuning has its own window (VRWKV Tune On Video).
+"""
+
+import torch
+
+from .carry import CarryStore, WindowContext
+
+CONTEXT_KEY = "vrwkv_window"   # transformer_options entry the VRWKV patch reads
+
+
+def frame_windows(frames: int, length: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, end) of windows of `length` frames covering `frames`, neighbours sharing
+    `overlap` frames (or more: the last window ends at the clip's end). length 0 or >= frames:
+    one window."""
+    if length <= 0 or length >= frames:
+        return [(0, frames)]
+    if not 0 <= overlap < length:
+        raise ValueError(f"context window overlap {overlap} must be at least 0 and less than the window "
+                         f"length {length}; lower the overlap")
+    stride = length - overlap
+    starts = list(range(0, frames - length, stride)) + [frames - length]
+    return [(s, s + length) for s in starts]
+
+
+def blend_weights(windows: list[tuple[int, int]], frames: int) -> list[torch.Tensor]:
+    """Per-frame weights of each window's output, summing to 1 at every frame: ramps
+    across each overlap (a frame counts more in the window where it is further from an
+    edge; clip ends are no edges)."""
+    raw = []
+    for s, e in windows:
+        t = torch.arange(s, e, dtype=torch.float64)
+        left = t - s + 1 if s > 0 else torch.full_like(t, frames)
+        right = e - t if e < frames else torch.full_like(t, frames)
+        raw.append(torch.minimum(left, right))
+    total = torch.zeros(frames, dtype=torch.float64)
+    for (s, e), r in zip(windows, raw):
+        total[s:e] += r
+    return [(r / total[s:e]).float() for (s, e), r in zip(windows, raw)]
+
+
+def _slice_batch(value, index: torch.Tensor, batch: int):
+    """value[index] for tensors with one item per batch entry, also inside dicts, lists and
+    tuples (ControlNet's residuals); everything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value[index.to(value.device)] if value.ndim and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {k: _slice_batch(v, index, batch) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_slice_batch(v, index, batch) for v in value)
+    return value
+
+
+class ContextWindows:
+    """model_function_wrapper running the UNet in frame windows (see the module doc).
+    `previous` is a wrapper that was on the MODEL before; it runs inside, per window."""
+
+    def __init__(self, length: int, overlap: int, carry: bool, previous=None):
+        if length < 1:
+            raise ValueError(f"context window length must be at least 1 frame, got {length}")
+        frame_windows(length + 1, length, overlap)      # checks the overlap
+        self.length, self.overlap, self.carry, self.previous = length, overlap, carry, previous
+        self.store = CarryStore()
+        self._sigmas = None
+
+    def __deepcopy__(self, memo):
+        """A clone of the MODEL gets the same settings and its own (empty) states."""
+        return ContextWindows(self.length, self.overlap, self.carry, self.previous)
+
+    def to(self, device):
+        """ModelPatcher moves a wrapper with the model: the wrapped one moves along."""
+        if hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device)
+        return self
+
+    def models(self):
+        return self.previous.models() if hasattr(self.previous, "models") else []
+
+    def _apply(self, apply_model, args):
+        return apply_model(args["input"], args["timestep"], **args["c"]) if self.previous is None \
+            else self.previous(apply_model, args)
+
+    def __call__(self, apply_model, args):
+        x, c, cond_or_uncond = args["input"], args["c"], args["cond_or_uncond"]
+        videos = len(cond_or_uncond)
+        if x.shape[0] % videos:
+            raise ValueError(f"VRWKV Context Windows: the UNet batch of {x.shape[0]} does not split into "
+                             f"{videos} videos; every prompt must cover the same number of frames")
+        frames = x.shape[0] // videos
+        windows = frame_windows(frames, self.length, self.overlap)
+        if len(windows) == 1 or torch.is_grad_enabled():
+            return self._apply(apply_model, args)
+        options = c.get("transformer_options", {})
+        self._new_run_check(options.get("sample_sigmas"))
+        key = (tuple(cond_or_uncond), tuple(x.shape))
+        store = self.store if self.carry else None
+        if store is not None:
+            store.begin(key)
+        out = None
+        for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
+            index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
+            context = WindowContext(i, windows, store, key)
+            window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
+            window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
+                                               "sigmas": _slice_batch(options.get("sigmas"), index, x.shape[0])}
+            y = self._apply(apply_model, {**args, "input": x[index.to(x.device)],
+                                          "timestep": _slice_batch(args["timestep"], index, x.shape[0]),
+                                          "c": window_c})
+            if store is not None:
+                context.hand_on()
+            if out is None:
+                out = torch.zeros((x.shape[0],) + tuple(y.shape[1:]), device=y.device, dtype=y.dtype)
+            ramp = weight.to(y.device, y.dtype).repeat(videos).view(-1, *[1] * (y.ndim - 1))
+            out.index_add_(0, index.to(y.device), y * ramp)
+            del window_c, y, context          # this window's prompt copies, before the next one's
+        return out
+
+    def _new_run_check(self, sigmas) -> None:
+        """Forget the futures of the last run when a sampling run starts (ComfyUI hands each run
+        its own sigmas tensor; holding it keeps its identity unique)."""
+        if sigmas is not None and sigmas is not self._sigmas:
+            self._sigmas = sigmas
+            self.store.reset()
