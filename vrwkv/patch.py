@@ -15,18 +15,19 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import VRWKVBlock3D
+from .blocks import VRWKVBlock3D, block_options
 
 
 class VRWKVBlocks(nn.Module):
     """The blocks named in a spec from layout.block_spec. `block` builds one block from
-    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers."""
+    (channels, gate_channels, hidden_ratio, **lean options): the benchmarks swap in baseline mixers."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()
         self.spec = spec
+        options = block_options(spec)
         self.blocks = nn.ModuleDict({
-            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"])
+            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"], **options)
             for name, b in spec["blocks"].items()
         })
 
