@@ -113,17 +113,17 @@ class PeakMemory:
 
 def timed_steps(run, steps: int, model_level: int | None) -> dict:
     """Seconds per step and peak bytes above `model_level` (default: the level at the start)
-    of run(n) (n steps)."""
+    of run(n) (n steps). steps = 0: memory only, from one run of one step (no time)."""
     with PeakMemory(model_level) as memory:
         run(1)                                   # warm-up: loading, first calls, allocator growth
         times = []
-        for n in (1, 1 + steps):
+        for n in (1, 1 + steps) if steps else ():
             t0 = time.perf_counter()
             run(n)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-    return {"step_s": (times[1] - times[0]) / steps, "above_bytes": memory.above}
+    return {"step_s": (times[1] - times[0]) / steps if steps else None, "above_bytes": memory.above}
 
 
 def one_case(config: str, frames: int, size: int, depth: str, checkpointing: bool, steps: int) -> dict:
@@ -193,8 +193,8 @@ def best(runs: list) -> dict:
     """Fastest time and least memory per phase over a case's runs (and the slowest time)."""
     out = {"params": runs[0]["params"], "runs": len(runs)}
     for phase in PHASES:
-        out[phase] = {"step_s": min(r[phase]["step_s"] for r in runs),
-                      "slowest_s": max(r[phase]["step_s"] for r in runs),
+        times = [r[phase]["step_s"] for r in runs if r[phase]["step_s"] is not None]
+        out[phase] = {"step_s": min(times, default=None), "slowest_s": max(times, default=None),
                       "above_bytes": min(r[phase]["above_bytes"] for r in runs)}
     return out
 
@@ -215,12 +215,16 @@ def table(raw: dict, header: list) -> str:
         tav, plain = rows.get(f"{REFERENCE}|{frames}|{ckpt}"), rows.get(f"plain|{frames}|{ckpt}")
 
         def ratio(ref, phase, field):
-            return f"{r[phase][field] / ref[phase][field]:.2f}x" if ref and ref[phase][field] > 0 else "-"
+            mine, theirs = r[phase][field], ref[phase][field] if ref else None
+            return f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
+
+        def secs(phase):
+            return "-" if r[phase]["step_s"] is None else f"{r[phase]['step_s']:.2f}"
 
         lines.append(
-            f"| {ckpt} | {frames} | {config} | {r['params'] / 1e6:.1f} | {r['tune']['step_s']:.2f} | "
+            f"| {ckpt} | {frames} | {config} | {r['params'] / 1e6:.1f} | {secs('tune')} | "
             f"{r['tune']['above_bytes'] / 2**30:.2f} | {ratio(tav, 'tune', 'step_s')} | "
-            f"{ratio(tav, 'tune', 'above_bytes')} | {r['invert']['step_s']:.2f} | {r['sample']['step_s']:.2f} | "
+            f"{ratio(tav, 'tune', 'above_bytes')} | {secs('invert')} | {secs('sample')} | "
             f"{r['sample']['above_bytes'] / 2**30:.2f} | {ratio(plain, 'sample', 'step_s')} | "
             f"{ratio(plain, 'sample', 'above_bytes')} |")
     return "\n".join(lines) + "\n"
@@ -230,8 +234,8 @@ def write_results(raw: dict, args, device: str, base: Path) -> None:
     base.with_suffix(".json").write_text(json.dumps(raw, indent=1, sort_keys=True))
     header = [f"# Pipeline cost: {machine_name(device)}", "",
               f"SD1.5 UNet ({args.depth}), random weights, float32, latent {args.size}x{args.size} "
-              f"({args.size * 8}x{args.size * 8} px), one prompt; {args.steps} timed step(s) per phase after a "
-              "warm-up (bench/pipeline_cost.py for the method). Times: the fastest of a case's runs; memory: the "
+              f"({args.size * 8}x{args.size * 8} px), one prompt; timed steps per phase after a warm-up "
+              "(bench/pipeline_cost.py for the method; '-': a memory-only run, one step per phase). Times: the fastest of a case's runs; memory: the "
               "least: tuning's peak above the bare loaded UNet (the patches' parameters, the tune node's block "
               "copy and AdamW's state included), inversion's and sampling's peak above the level before them plus "
               "the patches' parameters. Ratios: tuning and memory against Tune-A-Video, sampling against the "
@@ -253,7 +257,7 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="+", default=["plain", "tune-a-video", "shipped", "lean"],
                     choices=list(CONFIGS))
     ap.add_argument("--checkpointing", nargs="+", default=["on"], choices=["on", "off"])
-    ap.add_argument("--steps", type=int, default=1, help="timed steps per phase")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per phase (0: memory only, one step)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per case; the table keeps the fastest")
     ap.add_argument("--note", default="", help="a line added to the results (e.g. how busy the machine was)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
@@ -279,8 +283,7 @@ def main(argv=None):
                     r = json.loads(out.stdout.strip().splitlines()[-1])
                     raw.setdefault(case_key(config, frames, ckpt == "on"), []).append(r)
                     print(f"run {repeat + 1} ckpt {ckpt} T={frames:3d} {config:14s} " + ", ".join(
-                        f"{p} {r[p]['step_s']:.2f} s {r[p]['above_bytes'] / 2**30:.2f} GiB" for p in PHASES),
-                        flush=True)
+                        f"{p} {r[p]['step_s']} s {r[p]['above_bytes'] / 2**30:.2f} GiB" for p in PHASES), flush=True)
                     write_results(raw, args, device, base)
 
 
