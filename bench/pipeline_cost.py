@@ -185,6 +185,42 @@ def one_case(config: str, frames: int, size: int, depth: str, checkpointing: boo
     return result
 
 
+def sampling_side_by_side(configs: list, frames: int, size: int, depth: str, steps: int, rounds: int) -> dict:
+    """Seconds per sampling step (VRWKV KSampler, cfg 7.5) of every configuration, in one
+    process on one UNet, configurations interleaved for `rounds` rounds (the fastest kept):
+    the fairest time ratio a shared machine allows."""
+    from .comfy_model import load_pack_in_comfy, random_sd15
+    from .tune_a_video import TuneAVideo
+    base = random_sd15(depth)
+    load_pack_in_comfy()
+    import comfy.ldm.modules.attention
+    from vrwkv_editor.nodes.ddim import VRWKVKSampler
+    from vrwkv_editor.nodes.patch_model import apply_vrwkv
+    from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
+    g = torch.Generator().manual_seed(0)
+    latent = {"samples": torch.randn(frames, 4, size, size, generator=g)}
+    cond, uncond = ([[torch.randn(1, 77, 768, generator=g), {}]] for _ in range(2))
+    models = {}
+    with torch.inference_mode():
+        for config in configs:
+            if config == "plain":
+                models[config] = base
+            elif config == REFERENCE:
+                unet = base.get_model_object("diffusion_model")
+                models[config] = TuneAVideo(unet, comfy.ldm.modules.attention.optimized_attention).apply(base)
+            else:
+                choice = dict(CONFIGS[config])
+                placement, level = choice.pop("placement"), LEVEL_CHOICES[choice.pop("resolution")]
+                layout = unet_layout(base.get_model_object("diffusion_model"))
+                models[config] = apply_vrwkv(base, block_spec(layout, placement, level, **choice))
+        times = {config: [] for config in configs}
+        for _ in range(rounds):
+            for config, model in models.items():
+                run = lambda n: VRWKVKSampler().sample(model, 0, n, 7.5, cond, uncond, latent, 1.0, 0.0)  # noqa: E731
+                times[config].append(timed_steps(run, steps, None)["step_s"])
+    return {config: min(t) for config, t in times.items()}
+
+
 def case_key(config, frames, checkpointing) -> str:
     return f"{config}|{frames}|{'on' if checkpointing else 'off'}"
 
@@ -202,7 +238,8 @@ def best(runs: list) -> dict:
 def table(raw: dict, header: list) -> str:
     """Markdown table of every case in `raw`, ratios against Tune-A-Video (tuning, memory)
     and the plain UNet (sampling) at the same frames and checkpointing."""
-    rows = {k: best(v) for k, v in raw.items()}
+    side = {k: v for k, v in raw.items() if k.startswith("sampling side by side")}
+    rows = {k: best(v) for k, v in raw.items() if k not in side}
     lines = header + [
         "| ckpt | frames | config | trained M | tune s/step | tune GiB | tune time / TAV | tune mem / TAV | "
         "invert s/step | sample s/step | sample GiB | sample time / plain | sample mem / plain |",
@@ -227,7 +264,17 @@ def table(raw: dict, header: list) -> str:
             f"{ratio(tav, 'tune', 'above_bytes')} | {secs('invert')} | {secs('sample')} | "
             f"{r['sample']['above_bytes'] / 2**30:.2f} | {ratio(plain, 'sample', 'step_s')} | "
             f"{ratio(plain, 'sample', 'above_bytes')} |")
+    for key, times in side.items():
+        lines += ["", f"{key} (one process, configurations interleaved, the fastest of the rounds kept):", "",
+                  "| config | s/step | / plain | / Tune-A-Video |", "|---|---|---|---|"]
+        lines += [f"| {c} | {t:.2f} | " + " | ".join(f"{t / times[ref]:.2f}x" if ref in times else "-"
+                                                     for ref in ("plain", REFERENCE)) + " |" for c, t in times.items()]
     return "\n".join(lines) + "\n"
+
+
+def load_raw(base: Path) -> dict:
+    path = base.with_suffix(".json")
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_results(raw: dict, args, device: str, base: Path) -> None:
@@ -260,8 +307,20 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1, help="timed steps per phase (0: memory only, one step)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per case; the table keeps the fastest")
     ap.add_argument("--note", default="", help="a line added to the results (e.g. how busy the machine was)")
+    ap.add_argument("--sampling-side-by-side", action="store_true",
+                    help="instead: time sampling steps of --configs in one process, interleaved (first of --frames)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.sampling_side_by_side:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        base = RESULTS / f"pipeline_cost_{device}_{args.depth}_{args.size * 8}px"
+        times = sampling_side_by_side(args.configs, args.frames[0], args.size, args.depth, max(args.steps, 1),
+                                      args.repeats)
+        raw = load_raw(base)
+        raw[f"sampling side by side, {args.frames[0]} frames"] = times
+        write_results(raw, args, device, base)
+        print(json.dumps(times))
+        return
     if args.one:
         config, frames, ckpt = args.one
         print(json.dumps(one_case(config, int(frames), args.size, args.depth, ckpt == "on", args.steps)))
@@ -269,7 +328,7 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = RESULTS / f"pipeline_cost_{device}_{args.depth}_{args.size * 8}px"
     RESULTS.mkdir(exist_ok=True)
-    raw = json.loads(base.with_suffix(".json").read_text()) if base.with_suffix(".json").exists() else {}
+    raw = load_raw(base)
     for repeat in range(args.repeats):           # configurations interleaved: a busy spell hits all alike
         for ckpt in args.checkpointing:
             for frames in args.frames:
@@ -281,6 +340,7 @@ def main(argv=None):
                         print(f"{config} T={frames} ckpt {ckpt} failed:\n{out.stderr[-2000:]}", flush=True)
                         continue
                     r = json.loads(out.stdout.strip().splitlines()[-1])
+                    raw = load_raw(base)                 # what other invocations added meanwhile
                     raw.setdefault(case_key(config, frames, ckpt == "on"), []).append(r)
                     print(f"run {repeat + 1} ckpt {ckpt} T={frames:3d} {config:14s} " + ", ".join(
                         f"{p} {r[p]['step_s']} s {r[p]['above_bytes'] / 2**30:.2f} GiB" for p in PHASES), flush=True)
