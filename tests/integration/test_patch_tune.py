@@ -29,15 +29,15 @@ def test_nodes_are_registered_with_tooltips(comfy_server):
                 assert spec[1].get("tooltip"), f"{node_id}.{name}"
 
 
-LEAN_INPUTS = {"channel_mix": "none", "projections": "rank 1/4", "skip_fusion": "merge", "fused_rkv": True}
+PAPER_BLOCK_MERGED = {"channel_mix": "4x (paper)", "projections": "full", "fused_rkv": False, "skip_fusion": "merge"}
 
 
-@pytest.mark.parametrize("options", [{}, LEAN_INPUTS], ids=["default", "lean"])
+@pytest.mark.parametrize("options", [{}, PAPER_BLOCK_MERGED], ids=["default", "paper block, merge"])
 def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server, options):
     graph = clip_graph()
     graph["patch"] = {"class_type": "VRWKVPatchModel",
                       "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all", **options}}
-    name = "lean" if options else "default"
+    name = "paper" if options else "default"
     sample_and_save(graph, "plain", ["ckpt", 0], f"init_plain_{name}")
     sample_and_save(graph, "patched", ["patch", 0], f"init_patched_{name}")
     comfy_server.run(graph, timeout=900)
