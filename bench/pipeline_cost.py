@@ -317,7 +317,8 @@ def main(argv=None):
         times = sampling_side_by_side(args.configs, args.frames[0], args.size, args.depth, max(args.steps, 1),
                                       args.repeats)
         raw = load_raw(base)
-        raw[f"sampling side by side, {args.frames[0]} frames"] = times
+        runs = sum(k.startswith(f"sampling side by side, {args.frames[0]} frames") for k in raw)
+        raw[f"sampling side by side, {args.frames[0]} frames, run {runs + 1}"] = times
         write_results(raw, args, device, base)
         print(json.dumps(times))
         return
