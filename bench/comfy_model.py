@@ -46,6 +46,10 @@ def random_sd15(depth: str = "full", dtype=torch.float32, seed: int = 0):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
             else:
                 p.fill_(1.0 if name.endswith("weight") else 0.0)
+    # Frozen, as a checkpoint's UNet is when tuned (ComfyUI loads it under inference mode and
+    # VRWKV Tune On Video replaces those tensors by frozen ones): otherwise every backward
+    # would also compute gradients for all UNet weights it reaches (3.4 GB for full SD1.5).
+    model.requires_grad_(False)
     device = comfy.model_management.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=device,
                                             offload_device=comfy.model_management.unet_offload_device())

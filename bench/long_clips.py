@@ -10,7 +10,7 @@ process:
   (window 16, overlap 4, carry on). DDIM inversion at cfg 1 makes the same call on one video.
 - tuning step: VRWKV Tune On Video (trainable vrwkv, gradient checkpointing), window 16 vs
   all frames; time per step = time of 2 steps - time of 1.
-Peak memory above the loaded model during the timed work (bench/tuning_cost.PeakMemory),
+Peak memory above the loaded model during the timed work (bench/pipeline_cost.PeakMemory),
 one case at a time, with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_, set
 for the case processes) so that freed tensors leave the resident set and it follows the live
 tensors rather than the allocator's retention. Writes bench/results/long_clips_<device>.md from every case measured so
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from . import machine_name
-from .tuning_cost import PeakMemory
+from .pipeline_cost import PeakMemory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW, OVERLAP, SIZE = 16, 4, 8

@@ -1,11 +1,17 @@
 """VRWKV Patch Model: adds 3D-VRWKV blocks to an SD1.5 MODEL's skip connections and mid block."""
 
+from ..vrwkv.blocks import SKIP_FUSIONS
 from ..vrwkv.layout import LEVEL_CHOICES, PLACEMENTS, block_spec, unet_layout
 from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from ..vrwkv.weights import check_state_matches, load_weights
 from .common import CATEGORY, find_patch, log, require_sd15, weights_files, weights_folder
 
 NONE = "none"
+# Lean block options (vrwkv/blocks.py): widget choice -> block spec value. The defaults (no
+# channel mix, rank-1/4 projections, fused r/k/v pass) are chosen in issue 10's note from
+# bench/results/pipeline_cost_*.md and lean_quality_cpu.md; the paper's block is 4x, full, unfused.
+CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
+PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -72,16 +78,40 @@ class VRWKVPatchModel:
             "optional": {
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
-                            "placement and resolution."}),
+                            "placement, resolution and the block options below (all but half_precision_sampling)."}),
+                "channel_mix": (list(CHANNEL_MIX), {"default": "none", "tooltip":
+                                "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
+                                "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
+                                "narrower one trains faster with less memory."}),
+                "projections": (list(PROJECTIONS), {"default": "rank 1/4", "tooltip":
+                                "The r, k, v and output projections of each block: full matrices, or two thin "
+                                "factors through a fraction of the channels (fewer parameters, less optimiser "
+                                "memory)."}),
+                "skip_fusion": (list(SKIP_FUSIONS), {"default": "gate", "tooltip":
+                                "How a skip block uses the decoder feature: 'gate' lets it only gate the encoder "
+                                "skip; 'merge' feeds both into the bidirectional mixing (the paper's merge of "
+                                "skip and decoder features; wider key/value projections)."}),
+                "fused_rkv": ("BOOLEAN", {"default": True, "tooltip":
+                              "Compute r, k and v in one pass (one projection, one frame interpolation, one "
+                              "convolution over their concatenated channels) instead of three."}),
+                "half_precision_sampling": ("BOOLEAN", {"default": False, "tooltip":
+                                            "When the UNet samples in float16/bfloat16 (GPUs), run the blocks in "
+                                            "that precision too instead of float32: faster, slightly less exact. "
+                                            "Tuning always runs in the blocks' own precision."}),
             },
         }
 
-    def patch(self, model, placement, resolution, weights=NONE):
+    def patch(self, model, placement, resolution, weights=NONE, channel_mix="none", projections="rank 1/4",
+              skip_fusion="gate", fused_rkv=True, half_precision_sampling=False):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
                 log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
+            spec = {**spec, "sample_in_unet_dtype": half_precision_sampling}    # a run-time choice, not a layout
             return (apply_vrwkv(model, spec, state, base, info),)
         require_sd15(model, "VRWKV Patch Model")
         layout = unet_layout(model.get_model_object("diffusion_model"))
-        return (apply_vrwkv(model, block_spec(layout, placement, LEVEL_CHOICES[resolution])),)
+        spec = block_spec(layout, placement, LEVEL_CHOICES[resolution], CHANNEL_MIX[channel_mix],
+                          rank_ratio=PROJECTIONS[projections], fused_mix=fused_rkv, skip_fusion=skip_fusion,
+                          sample_in_unet_dtype=half_precision_sampling)
+        return (apply_vrwkv(model, spec),)

@@ -130,29 +130,154 @@ def test_frames_per_video():
 # Error allowed in a block's contribution (output - input), relative to its largest value,
 # against float64 on the same rounded inputs: about four units of the output dtype's
 # precision (finfo.eps: 9.8e-4 float16, 7.8e-3 bfloat16), where y = x + delta is rounded
-# to that dtype; measured 2.0e-3, 1.7e-2 and 3.7e-7 at most.
+# to that dtype; measured 2.0e-3, 1.7e-2 and 3.7e-7 at most. The same bounds hold when the
+# block computes in the half dtype itself (sample_in_unet_dtype): measured 2.7e-3 (float16)
+# and 1.7e-2 (bfloat16) at 6 channels, 1.1e-3 and 1.1e-2 at 32.
 CONTRIBUTION_RTOL = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-5}
 
 
+@pytest.mark.parametrize("in_unet_dtype", [False, True], ids=["block dtype", "unet dtype"])
 @pytest.mark.parametrize("frames", [1, 2, 7])
 @pytest.mark.parametrize("in_dtype,block_dtype", [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                   (torch.float32, torch.float32)])
-def test_dtypes_and_frame_counts(frames, in_dtype, block_dtype):
+def test_dtypes_and_frame_counts(frames, in_dtype, block_dtype, in_unet_dtype):
     """Half-precision features (and a bfloat16 block) give the float64 values within
-    CONTRIBUTION_RTOL, in the input's dtype and shape."""
+    CONTRIBUTION_RTOL, in the input's dtype and shape; with sample_in_unet_dtype an fp32
+    block computes in the features' half dtype (without gradients), in its own otherwise."""
     torch.manual_seed(0)
-    reference = VRWKVBlock3D(6, gate_channels=4, hidden_ratio=2)
+    reference = VRWKVBlock3D(6, gate_channels=4, hidden_ratio=2, sample_in_unet_dtype=in_unet_dtype)
     randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": reference})))
     block = copy.deepcopy(reference).to(block_dtype)
     reference.double()
     x = torch.randn(2 * frames, 6, 3, 5).to(in_dtype)
     gate = torch.randn(2 * frames, 4, 3, 5).to(in_dtype)
+    computed = []
+    block.spatial_mix.register_forward_hook(lambda module, args, out: computed.append(out.dtype))
     with torch.no_grad():
         y = block(x, frames, gate=gate)
         expected = reference(x.double(), frames, gate=gate.double()) - x.double()
     assert y.dtype == in_dtype and y.shape == x.shape
+    assert computed == [in_dtype if in_unet_dtype else block_dtype]
     error = ((y.double() - x.double()) - expected).abs().max() / expected.abs().max()
     assert error <= CONTRIBUTION_RTOL[in_dtype], error
+    block(x, frames, gate=gate).sum()                     # with gradients: the block's own dtype
+    assert computed[-1] == block_dtype
+
+
+def test_half_precision_copy_follows_tuning():
+    """The cast parameters are refreshed after an optimiser step changes the block."""
+    torch.manual_seed(0)
+    block = VRWKVBlock3D(6, hidden_ratio=2, sample_in_unet_dtype=True)
+    randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": block})))
+    x = torch.randn(4, 6, 3, 3)
+    with torch.no_grad():
+        before = block(x.half(), 2)
+    block(x, 2).square().sum().backward()
+    torch.optim.SGD(block.parameters(), lr=0.5).step()
+    with torch.no_grad():
+        after, fp32 = block(x.half(), 2), block(x, 2)
+    assert not torch.equal(before, after)
+    assert torch.allclose(after.float(), fp32, atol=1e-2 * fp32.abs().max())
+
+
+# Lean options (vrwkv.blocks.BLOCK_OPTIONS and the channel-mix width), alone and together.
+LEAN = {
+    "no channel mix": {"hidden_ratio": 0},
+    "channel mix 1x": {"hidden_ratio": 1},
+    "low rank": {"rank_ratio": 0.25},
+    "fused mix": {"fused_mix": True},
+    "merge skip fusion": {"skip_fusion": "merge"},
+    "unet dtype": {"sample_in_unet_dtype": True},
+    "all": {"hidden_ratio": 0, "rank_ratio": 0.5, "fused_mix": True, "skip_fusion": "merge"},
+}
+
+
+@pytest.mark.parametrize("options", LEAN.values(), ids=LEAN)
+def test_lean_options_are_an_exact_identity_at_init_and_train(options):
+    unet = TinyUNet()
+    x, t, context, opts = unet_inputs()
+    with torch.no_grad():
+        ref = unet(x, t, context, opts)
+    torch.manual_seed(0)
+    patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), "skip+mid", 0, **{"hidden_ratio": 2, **options})))
+    opts["patches"] = {"output_block_patch": [patch]}
+    out = unet(x, t, context, opts)
+    assert torch.equal(out, ref)
+    opt = torch.optim.SGD(patch.blocks.parameters(), lr=0.1)
+    for _ in range(2):      # the first step moves the zero-initialised outputs, the second all the rest
+        opt.zero_grad()
+        (unet(x, t, context, opts) - ref.flip(0)).square().mean().backward()
+        opt.step()
+    still = [n for n, p in patch.blocks.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not still, still
+    with torch.no_grad():
+        assert not torch.equal(unet(x, t, context, opts), ref)
+
+
+def test_lean_options_build_what_they_name():
+    layout = unet_layout(TinyUNet())
+
+    def blocks(**options):
+        return VRWKVBlocks(block_spec(layout, "skip+mid", 0, **{"hidden_ratio": 2, **options})).blocks
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert all(b.channel_mix is None for b in blocks(hidden_ratio=0).values())
+    assert count(blocks(hidden_ratio=1)["mid"].channel_mix.key) == 16 * 16
+    full, low = blocks()["mid"].spatial_mix, blocks(rank_ratio=0.25)["mid"].spatial_mix
+    assert count(low.key.proj) == 2 * 16 * 4 and count(full.key.proj) == 16 * 16
+    assert count(low.output) == 2 * 16 * 4
+    merged = blocks(skip_fusion="merge")
+    assert merged["skip_1"].spatial_mix.key.proj.in_features == 8 + 16       # skip + decoder channels
+    assert merged["mid"].spatial_mix.key.proj.in_features == 16              # the mid block has no gate
+    with pytest.raises(ValueError, match="skip_fusion must be one of"):
+        block_spec(layout, "skip", 0, skip_fusion="concat")
+    with pytest.raises(ValueError, match="unknown block option 'rank'"):
+        block_spec(layout, "skip", 0, rank=4)
+    with pytest.raises(ValueError, match=r"rank_ratio must be in \(0, 1\]"):
+        block_spec(layout, "skip", 0, rank_ratio=2)
+
+
+@pytest.mark.parametrize("skip_fusion", ["gate", "merge"])
+def test_merge_feeds_the_decoder_feature_into_the_bi_wkv(skip_fusion):
+    """With "merge" the keys and values (what Bi-WKV mixes) depend on the decoder feature;
+    with "gate" only the receptance does."""
+    torch.manual_seed(0)
+    mix = VRWKVBlock3D(8, gate_channels=4, hidden_ratio=0, skip_fusion=skip_fusion).spatial_mix
+    x, g = torch.randn(1, 2, 3, 3, 8), torch.randn(1, 2, 3, 3, 4)
+    with torch.no_grad():
+        r, k, v = mix.receptance_key_value(x, g)
+        r2, k2, v2 = mix.receptance_key_value(x, g + 1)
+    assert not torch.equal(r, r2)
+    assert torch.equal(k, k2) == torch.equal(v, v2) == (skip_fusion == "gate")
+
+
+class OpCount(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("gate_channels", [None, 4])
+def test_fused_mix_is_one_pass(gate_channels):
+    """Fused: one depthwise convolution and one projection matmul per input feature (one for
+    the mid block, two for a skip block) for r, k and v; unfused: three of each."""
+    def ops(fused):
+        torch.manual_seed(0)
+        mix = VRWKVBlock3D(8, gate_channels, hidden_ratio=0, fused_mix=fused).spatial_mix
+        x = torch.randn(1, 2, 3, 3, 8)
+        g = x if gate_channels is None else torch.randn(1, 2, 3, 3, gate_channels)
+        with torch.no_grad(), OpCount() as counted:
+            mix.receptance_key_value(x, g)
+        return counted.ops.count("convolution"), sum(counted.ops.count(m) for m in ("mm", "bmm", "addmm"))
+
+    assert ops(False) == (3, 3)
+    assert ops(True) == (1, 1 if gate_channels is None else 2)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

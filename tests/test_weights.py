@@ -1,6 +1,7 @@
 """VRWKV weights files: bit-exact round trip, atomic writes, and the documented errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,3 +94,29 @@ def test_non_finite_weights_are_refused_on_load(tmp_path):
     path = save_weights(tmp_path / "diverged", state, blocks.spec)
     with pytest.raises(ValueError, match=r"'vrwkv\.blocks\.mid\.spatial_mix\.first' holds non-finite"):
         load_weights(path)
+
+
+def test_a_file_saved_before_the_lean_options_loads_and_computes_as_it_did():
+    """tests/data/weights_0.1.0.safetensors was saved by the 0.1.0 blocks (a spec without the
+    lean-option keys; TinyUNet, skip+mid, hidden ratio 2, perturbed parameters); the UNet
+    output it gave then is stored beside it. Today's code must build the same blocks from
+    its layout metadata and give that output."""
+    from safetensors.torch import load_file
+
+    from vrwkv_editor.vrwkv.patch import VRWKVPatch
+    data = Path(__file__).parent / "data"
+    spec, state, _, _ = load_weights(data / "weights_0.1.0.safetensors")
+    assert "fused_mix" not in spec                       # the old layout, as saved
+    blocks = VRWKVBlocks(spec)
+    check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, "weights_0.1.0")
+    blocks.load_state_dict(state)
+    torch.manual_seed(0)
+    unet = TinyUNet()
+    g = torch.Generator().manual_seed(0)
+    x, t, context = torch.randn(6, 4, 8, 8, generator=g), torch.full((6,), 500.0), torch.randn(6, 5, 12, generator=g)
+    with torch.no_grad():
+        plain = unet(x, t, context, {"cond_or_uncond": [0, 1], "patches": {}})
+        out = unet(x, t, context, {"cond_or_uncond": [0, 1], "patches": {"output_block_patch": [VRWKVPatch(blocks)]}})
+    expected = load_file(data / "weights_0.1.0_unet_output.safetensors")["output"]
+    assert not torch.allclose(plain, expected, atol=1e-3)   # the blocks matter to the stored output
+    assert torch.allclose(out, expected, atol=1e-6, rtol=1e-5), (out - expected).abs().max()

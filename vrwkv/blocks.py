@@ -13,15 +13,61 @@ RWKV token shift along time), then a depthwise 3x3 convolution mixes each frame 
 (the paper's "spatial convolution on a temporally interpolated frame representation").
 Output projections start at zero and the blocks are residual, so a freshly built block is
 an exact identity; "local" init (1.0) of decay, bonus and every mu.
+
+Lean options (BLOCK_OPTIONS, recorded in the block spec; their defaults build the 0.1.0
+block, so older weights files load unchanged): channel-mix width `hidden_ratio` (0: no
+channel mix), low-rank projections `rank_ratio`, one fused temporal-mix pass for r, k, v
+`fused_mix`, skip fusion `"merge"` (k and v read the skip and the decoder feature, so the
+Bi-WKV mixes both; `"gate"`: the decoder feature only gates through r), and
+`sample_in_unet_dtype` (without gradients, a half-precision UNet's blocks compute in its dtype).
 """
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ..kernels import bi_wkv
+
+
+BLOCK_OPTIONS = {"rank_ratio": None, "fused_mix": False, "skip_fusion": "gate", "sample_in_unet_dtype": False}
+SKIP_FUSIONS = ("gate", "merge")
+
+
+def block_options(spec: dict) -> dict:
+    """The lean options of a block spec, defaults filled in for specs saved before they existed."""
+    return {key: spec.get(key, default) for key, default in BLOCK_OPTIONS.items()}
+
+
+def projection(in_ch: int, out_ch: int, rank_ratio: float | None, zero: bool = False) -> nn.Module:
+    """A bias-free linear map in_ch -> out_ch: one matrix, or with `rank_ratio` two factors
+    through rank = ratio * min(in_ch, out_ch). `zero` zero-initialises it (its last factor)."""
+    if rank_ratio is None:
+        layers = [nn.Linear(in_ch, out_ch, bias=False)]
+    else:
+        rank = max(1, round(rank_ratio * min(in_ch, out_ch)))
+        layers = [nn.Linear(in_ch, rank, bias=False), nn.Linear(rank, out_ch, bias=False)]
+    if zero:
+        nn.init.zeros_(layers[-1].weight)
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def identity_depthwise_conv(channels: int) -> nn.Conv2d:
+    """A depthwise 3x3 convolution that starts as the identity."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, 0, 1, 1] = 1.0
+    return conv
+
+
+def frame_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 2D convolution applied to every frame of (V, T, H, W, C)."""
+    V = x.shape[0]
+    frames = conv(rearrange(x, "v t h w c -> (v t) c h w"))
+    return rearrange(frames, "(v t) c h w -> v t h w c", v=V)
 
 
 def is_temporal_parameter(name: str) -> bool:
@@ -48,22 +94,40 @@ class FrameMix(nn.Module):
     """Temporal interpolation with a per-channel mu, then a depthwise 3x3 spatial conv
     (identity at init) and a linear projection to `out_ch`."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, rank_ratio: float | None = None):
         super().__init__()
         self.mu = nn.Parameter(torch.ones(in_ch))
-        self.spatial = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False)
-        with torch.no_grad():
-            self.spatial.weight.zero_()
-            self.spatial.weight[:, 0, 1, 1] = 1.0
-        self.proj = nn.Linear(in_ch, out_ch, bias=False)
+        self.spatial = identity_depthwise_conv(in_ch)
+        self.proj = projection(in_ch, out_ch, rank_ratio)
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x, prev: (V, T, H, W, C) -> (V, T, H, W, out_ch)."""
-        mixed = self.mu * x + (1 - self.mu) * prev
-        V, T, H, W, C = mixed.shape
-        frames = rearrange(mixed, "v t h w c -> (v t) c h w")
-        frames = rearrange(self.spatial(frames), "(v t) c h w -> v t h w c", v=V)
-        return self.proj(frames)
+        return self.proj(frame_conv(self.spatial, self.mu * x + (1 - self.mu) * prev))
+
+
+class FusedFrameMix(nn.Module):
+    """r, k and v in one pass: one projection matmul (two when r reads a separate gate
+    feature), then one temporal interpolation and one depthwise 3x3 conv over the
+    concatenated r, k, v channels. The interpolation comes after the projection here (mu
+    per output channel; both are linear, so it is the same kind of map as FrameMix's), which
+    needs one time shift and no copy of the input per projection. Identity conv and mu = 1
+    at init, like FrameMix."""
+
+    def __init__(self, in_ch: int, channels: int, gate_channels: int | None, rank_ratio: float | None):
+        super().__init__()
+        self.channels = channels
+        self.proj = projection(in_ch, (2 if gate_channels else 3) * channels, rank_ratio)
+        self.proj_gate = projection(gate_channels, channels, rank_ratio) if gate_channels else None
+        self.mu = nn.Parameter(torch.ones(3 * channels))
+        self.spatial = identity_depthwise_conv(3 * channels)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None, shift=None) -> tuple:
+        """x: (V, T, H, W, in_ch), gate: (..., gate_ch) or None -> r, k, v (V, T, H, W, C).
+        `shift(name, feature)`: the token shift (a window carry's), else time_shift."""
+        rkv = self.proj(x) if self.proj_gate is None else torch.cat([self.proj_gate(gate), self.proj(x)], -1)
+        prev = time_shift(rkv) if shift is None else shift("rkv", rkv)
+        rkv = frame_conv(self.spatial, self.mu * rkv + (1 - self.mu) * prev)
+        return rkv.split(self.channels, dim=-1)
 
 
 class SpatialMix3D(nn.Module):
@@ -76,15 +140,23 @@ class SpatialMix3D(nn.Module):
 
     norm_frames: int | None = None   # frames the decay is normalised by; None: the call's own
 
-    def __init__(self, channels: int, gate_channels: int | None = None):
+    def __init__(self, channels: int, gate_channels: int | None = None, rank_ratio: float | None = None,
+                 fused_mix: bool = False, skip_fusion: str = "gate"):
         super().__init__()
-        self.key = FrameMix(channels, channels)
-        self.value = FrameMix(channels, channels)
-        self.receptance = FrameMix(gate_channels or channels, channels)
+        if skip_fusion not in SKIP_FUSIONS:
+            raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {skip_fusion!r}")
+        self.merge = bool(gate_channels) and skip_fusion == "merge"   # k, v read cat(x, gate)
+        kv_ch = channels + gate_channels if self.merge else channels
+        self.fused_mix = fused_mix
+        if fused_mix:
+            self.rkv = FusedFrameMix(kv_ch, channels, gate_channels, rank_ratio)
+        else:
+            self.key = FrameMix(kv_ch, channels, rank_ratio)
+            self.value = FrameMix(kv_ch, channels, rank_ratio)
+            self.receptance = FrameMix(gate_channels or channels, channels, rank_ratio)
         self.decay = nn.Parameter(torch.ones(channels))   # w = decay / L
         self.first = nn.Parameter(torch.ones(channels))   # u = first / L
-        self.output = nn.Linear(channels, channels, bias=False)
-        nn.init.zeros_(self.output.weight)
+        self.output = projection(channels, channels, rank_ratio, zero=True)
 
     def decay_and_bonus(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token decay w and bonus u for a sequence of `tokens`: divided by its length
@@ -96,22 +168,31 @@ class SpatialMix3D(nn.Module):
         V, T, H, W, C = x.shape
         L = T * H * W
         shift = _shift if carry is None else carry.shift
-        x_prev = shift("x", x)
-        k = self.key(x, x_prev).reshape(V, L, C)
-        v = self.value(x, x_prev).reshape(V, L, C)
-        r = self.receptance(gate, shift("gate", gate) if gate is not x else x_prev)
+        r, k, v = self.receptance_key_value(x, gate, shift)
         w, u = self.decay_and_bonus((self.norm_frames or T) * H * W)
+        k, v = k.reshape(V, L, C), v.reshape(V, L, C)
         y = bi_wkv(w, u, k, v) if carry is None else carry.mix(w, u, k, v, H * W)
         return self.output(torch.sigmoid(r) * y.reshape(V, T, H, W, C))
+
+    def receptance_key_value(self, x: torch.Tensor, gate: torch.Tensor, shift=None) -> tuple:
+        """r (from the gate), k and v (from x, or from x and the gate when merging), (V, T, H, W, C)
+        each. `shift(name, feature)` is the token shift (a window carry's, or time_shift)."""
+        shift = shift or _shift
+        kv_in = torch.cat([x, gate], -1) if self.merge else x
+        if self.fused_mix:
+            return self.rkv(kv_in, gate if gate is not x else None, shift)
+        x_prev = shift("x", kv_in)
+        k, v = self.key(kv_in, x_prev), self.value(kv_in, x_prev)
+        return self.receptance(gate, shift("gate", gate) if gate is not x else x_prev), k, v
 
 
 class ChannelMix3D(nn.Module):
     """RWKV channel mix with temporal interpolation: sigmoid(r) * W_v(relu(W_k x)^2),
     W_v zero-init."""
 
-    def __init__(self, channels: int, hidden_ratio: int):
+    def __init__(self, channels: int, hidden_ratio: float):
         super().__init__()
-        hidden = channels * hidden_ratio
+        hidden = round(channels * hidden_ratio)
         self.mu_k = nn.Parameter(torch.ones(channels))
         self.mu_r = nn.Parameter(torch.ones(channels))
         self.key = nn.Linear(channels, hidden, bias=False)
@@ -126,29 +207,59 @@ class ChannelMix3D(nn.Module):
         return torch.sigmoid(self.receptance(xr)) * self.value(torch.relu(self.key(xk)).square())
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+class CastCache:
+    """A module's parameters cast to another dtype, kept until one of them changes (an
+    optimiser step bumps its version, a move changes its storage). A copied module starts
+    with an empty cache."""
+
+    def __init__(self):
+        self.key, self.cast = None, {}
+
+    def __deepcopy__(self, memo):
+        return CastCache()
+
+    def tensors(self, module: nn.Module, dtype: torch.dtype) -> dict:
+        named = list(module.named_parameters())
+        key = (dtype, tuple((name, p.data_ptr(), p._version) for name, p in named))
+        if key != self.key:
+            self.key, self.cast = key, {name: p.detach().to(dtype) for name, p in named}
+        return self.cast
+
+
 class VRWKVBlock3D(nn.Module):
     """Pre-norm residual 3D-VRWKV block on (V*T, C, H, W) features:
-    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x).
+    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x) (no channel mix at hidden_ratio 0).
 
     Without `gate_channels` the receptance reads x itself (the mid block); with it, it reads
     a second feature of that many channels (the skip fusion: x = skip, g = decoder). Runs
     in its parameters' dtype and returns the input dtype, so a fp16 UNet can carry an fp32
-    block; an exact identity at init."""
+    block; with `sample_in_unet_dtype`, calls without gradients on half-precision features
+    run a copy of the parameters in the features' dtype instead. An exact identity at init."""
 
-    def __init__(self, channels: int, gate_channels: int | None = None, hidden_ratio: int = 4):
+    def __init__(self, channels: int, gate_channels: int | None = None, hidden_ratio: float = 4,
+                 rank_ratio: float | None = None, fused_mix: bool = False, skip_fusion: str = "gate",
+                 sample_in_unet_dtype: bool = False):
         super().__init__()
         self.channels, self.gate_channels = channels, gate_channels
         self.norm_x = nn.LayerNorm(channels)
         self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
-        self.spatial_mix = SpatialMix3D(channels, gate_channels)
-        self.norm_cm = nn.LayerNorm(channels)
-        self.channel_mix = ChannelMix3D(channels, hidden_ratio)
+        self.spatial_mix = SpatialMix3D(channels, gate_channels, rank_ratio, fused_mix, skip_fusion)
+        self.norm_cm = nn.LayerNorm(channels) if hidden_ratio else None
+        self.channel_mix = ChannelMix3D(channels, hidden_ratio) if hidden_ratio else None
         self.gradient_checkpointing = False
+        self.sample_in_unet_dtype = sample_in_unet_dtype
+        self.cast = CastCache()
 
     def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
         """`carry`: the window's FrameCarry (vrwkv/carry.py) when x is a window of a longer clip."""
         if x.shape[0] % frames:
             raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
+        if (self.sample_in_unet_dtype and not torch.is_grad_enabled() and x.dtype in HALF
+                and x.dtype != self.norm_x.weight.dtype):
+            return functional_call(self, self.cast.tensors(self, x.dtype), (x, frames, gate, carry))
         if self.gradient_checkpointing and torch.is_grad_enabled() and carry is None:
             delta = checkpoint(self._delta, x, gate, frames, use_reentrant=False)
         else:
@@ -160,6 +271,7 @@ class VRWKVBlock3D(nn.Module):
         seq = rearrange(x.to(dtype), "(v t) c h w -> v t h w c", t=frames)
         h = self.norm_x(seq)
         g = h if gate is None else self.norm_gate(rearrange(gate.to(dtype), "(v t) c h w -> v t h w c", t=frames))
-        d_spatial = self.spatial_mix(h, g, carry)
-        d_channel = self.channel_mix(self.norm_cm(seq + d_spatial), carry)
-        return rearrange(d_spatial + d_channel, "v t h w c -> (v t) c h w").to(x.dtype)
+        delta = self.spatial_mix(h, g, carry)
+        if self.channel_mix is not None:
+            delta = delta + self.channel_mix(self.norm_cm(seq + delta), carry)
+        return rearrange(delta, "v t h w c -> (v t) c h w").to(x.dtype)

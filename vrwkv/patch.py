@@ -17,21 +17,22 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import SpatialMix3D, VRWKVBlock3D
+from .blocks import SpatialMix3D, VRWKVBlock3D, block_options
 from .windows import CONTEXT_KEY
 
 
 class VRWKVBlocks(nn.Module):
     """The blocks named in a spec from layout.block_spec. `block` builds one block from
-    (channels, gate_channels, hidden_ratio): the benchmarks swap in baseline mixers.
-    spec["norm_frames"] (set by tuning, absent in older files) fixes the length the decay
-    is normalised by (blocks.SpatialMix3D)."""
+    (channels, gate_channels, hidden_ratio, **lean options): the benchmarks swap in baseline
+    mixers. spec["norm_frames"] (set by tuning, absent in older files) fixes the length the
+    decay is normalised by (blocks.SpatialMix3D)."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()
         self.spec = spec
+        options = block_options(spec)
         self.blocks = nn.ModuleDict({
-            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"])
+            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"], **options)
             for name, b in spec["blocks"].items()
         })
         self.set_norm_frames(spec.get("norm_frames"))

@@ -29,14 +29,19 @@ def test_nodes_are_registered_with_tooltips(comfy_server):
                 assert spec[1].get("tooltip"), f"{node_id}.{name}"
 
 
-def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server):
+PAPER_BLOCK_MERGED = {"channel_mix": "4x (paper)", "projections": "full", "fused_rkv": False, "skip_fusion": "merge"}
+
+
+@pytest.mark.parametrize("options", [{}, PAPER_BLOCK_MERGED], ids=["default", "paper block, merge"])
+def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server, options):
     graph = clip_graph()
     graph["patch"] = {"class_type": "VRWKVPatchModel",
-                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all"}}
-    sample_and_save(graph, "plain", ["ckpt", 0], "init_plain")
-    sample_and_save(graph, "patched", ["patch", 0], "init_patched")
+                      "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all", **options}}
+    name = "paper" if options else "default"
+    sample_and_save(graph, "plain", ["ckpt", 0], f"init_plain_{name}")
+    sample_and_save(graph, "patched", ["patch", 0], f"init_patched_{name}")
     comfy_server.run(graph, timeout=900)
-    plain, patched = latent(comfy_server, "init_plain"), latent(comfy_server, "init_patched")
+    plain, patched = latent(comfy_server, f"init_plain_{name}"), latent(comfy_server, f"init_patched_{name}")
     assert plain.shape == (8, 4, 8, 8) and torch.isfinite(plain).all()
     assert torch.equal(plain, patched)
     assert "VRWKV: 5 blocks" in comfy_server.log_text()          # parameter count printed
