@@ -36,27 +36,36 @@ def test_bad_overlap_is_refused():
         ContextWindows(8, 9, carry=True)
 
 
-def tuned_block(channels=8, seed=0, norm_frames=None):
+def tuned_block(channels=8, seed=0, norm_frames=None, **options):
     torch.manual_seed(seed)
-    block = VRWKVBlock3D(channels, gate_channels=6, hidden_ratio=2)
+    block = VRWKVBlock3D(channels, gate_channels=6, **{"hidden_ratio": 2, **options})
     with torch.no_grad():
         for name, p in block.named_parameters():
             if name.endswith(("decay", "first")) or ".mu" in name or name.startswith("channel_mix.mu"):
                 p.copy_(torch.rand(p.shape) * 2)
-            elif name in ("spatial_mix.output.weight", "channel_mix.value.weight"):
+            elif name.startswith("spatial_mix.output") or name == "channel_mix.value.weight":
                 p.copy_(torch.randn(p.shape) * 0.3)
     block.spatial_mix.norm_frames = norm_frames
     return block
 
 
-def test_block_windows_with_exact_carry_equal_the_whole_clip():
+# The lean block options (vrwkv/blocks.BLOCK_OPTIONS) each carry their own token shifts.
+LEAN = {"as 0.1.0": ({}, {"x", "gate", "channel_mix"}),
+        "fused mix": ({"fused_mix": True}, {"rkv", "channel_mix"}),
+        "merge fusion, low rank": ({"skip_fusion": "merge", "rank_ratio": 0.5}, {"x", "gate", "channel_mix"}),
+        "no channel mix": ({"hidden_ratio": 0}, {"x", "gate"})}
+
+
+@pytest.mark.parametrize("lean", LEAN, ids=list(LEAN))
+def test_block_windows_with_exact_carry_equal_the_whole_clip(lean):
     """A tuned block (decay normalised by 4 frames) on an 8-frame clip equals the block on
     frames [0, 4) and [4, 8) with exact carry: the future of [4, 8) first (nothing after it),
     then [0, 4) with it, then [4, 8) with the past and the frame before it. Fails if the
     decay were normalised by each call's own length, or if any carry were dropped.
     ([4, 8)'s k and v read frame 3 through the token shift: a first pass of [0, 4) without
     its future gives that frame exactly.)"""
-    block = tuned_block(norm_frames=4)
+    options, shifted = LEAN[lean]
+    block = tuned_block(norm_frames=4, **options)
     g = torch.Generator().manual_seed(1)
     x, gate = torch.randn(2 * 8, 8, 3, 3, generator=g), torch.randn(2 * 8, 6, 3, 3, generator=g)
     first = torch.arange(2)[:, None] * 8 + torch.arange(4)
@@ -71,7 +80,7 @@ def test_block_windows_with_exact_carry_equal_the_whole_clip():
         y_first = block(x[first.flatten()], 4, gate[first.flatten()], carry=head)
         tail = FrameCarry(past=head.out_past, prev=head.out_prev)
         y_second = block(x[second.flatten()], 4, gate[second.flatten()], carry=tail)
-    assert set(head.out_prev) == {"x", "gate", "channel_mix"}
+    assert set(head.out_prev) == shifted
     assert torch.allclose(y_first, whole[first.flatten()], atol=1e-5)
     assert torch.allclose(y_second, whole[second.flatten()], atol=1e-5)
     with torch.no_grad():
