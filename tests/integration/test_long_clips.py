@@ -4,13 +4,15 @@ kept, the tuned window stored as the decay normalisation, and the windowed model
 nothing a core sampler does."""
 
 import json
+import os
 
 import torch
 from safetensors import safe_open
 
 from harness import clip_graph, read_latent
 
-FRAMES = 64
+# VRWKV_LONG_CLIP_FRAMES (a multiple of 8) runs a longer clip, e.g. 240 (about ten minutes here).
+FRAMES = int(os.environ.get("VRWKV_LONG_CLIP_FRAMES", 64))
 
 
 def long_clip_graph():
