@@ -59,12 +59,6 @@ def past_state(w, k, v, end: int, past=None):
 
 def future_state(w, k, v, start: int, future=None):
     """The state entering position `start - 1` from after: tokens [start, L) of the window
-    k, v (B, L, C) and, if given, the `future` state that entered the window from its end."""
-    acc = torch.float64 if torch.float64 in (w.dtype, k.dtype) else torch.float32
-    L = k.shape[1]
-    w, k, v = w.to(acc), k[:, start:].to(acc), v[:, start:].to(acc)
-    logits = k - torch.arange(L - start, device=k.device, dtype=acc)[:, None] * w
-    if future is not None:
-        logits = torch.cat([logits, (future[0].to(acc) - (L - start) * w)[:, None]], 1)
-        v = torch.cat([v, future[1].to(acc)[:, None]], 1)
-    return _pseudo_token(logits, v)
+    k, v (B, L, C) and, if given, the `future` state that entered the window from its end
+    (the past state of the reversed window)."""
+    return past_state(w, k[:, start:].flip(1), v[:, start:].flip(1), k.shape[1] - start, future)

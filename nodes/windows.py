@@ -36,10 +36,8 @@ class VRWKVContextWindows:
         }
 
     def apply(self, model, window, overlap, carry):
-        if overlap >= window:
-            raise ValueError(f"VRWKV Context Windows: overlap {overlap} must be less than window {window}; "
-                             "lower the overlap")
+        wrapper = ContextWindows(window, overlap, carry, None)     # checks the overlap first
         windowed = model.clone()
-        previous = windowed.model_options.get("model_function_wrapper")
-        windowed.set_model_unet_function_wrapper(ContextWindows(window, overlap, carry, previous))
+        wrapper.previous = windowed.model_options.get("model_function_wrapper")
+        windowed.set_model_unet_function_wrapper(wrapper)
         return (windowed,)
