@@ -10,7 +10,8 @@ Sections, each a table in the results file:
 2. time, achieved bandwidth (least traffic / time) against the card's copy bandwidth, and
    peak memory at the shapes the UNet levels produce (torch backend, Triton, SDPA over
    the same tokens);
-3. one real-size VRWKV block: fp16 sampling and a bf16-autocast tuning step with
+3. one real-size VRWKV block, the paper's and the node's lean default: fp16 sampling, two
+   windows with exact carry against the whole clip, and a bf16-autocast tuning step with
    gradient checkpointing (finite, time, peak memory);
 4. the unit tier's kernel tests and the sync count on CUDA (pytest);
 5. with COMFYUI_PATH: example workflow 1 on a random SD1.5 at 512x512, 16 frames, on the GPU.
@@ -155,53 +156,98 @@ def _peak_run(fn, device):
     return time.perf_counter() - t0, float("nan"), out
 
 
-def real_block(device, dry):
-    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64: fp16 sampling with CFG (two
-    videos) against the fp32 block, and a bf16-autocast tuning step with checkpointing."""
-    from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
-    C, Cg, frames, size = (8, 16, 2, 4) if dry else (320, 640, 24, 64)
-    torch.manual_seed(0)
-    block = VRWKVBlock3D(C, Cg).to(device)
-    with torch.no_grad():  # tuned-like outputs: zero-init projections would make it an identity
-        block.spatial_mix.output.weight.normal_(0, 0.2)
-        block.channel_mix.value.weight.normal_(0, 0.2)
-    x = torch.randn(2 * frames, C, size, size, device=device)
-    gate = torch.randn(2 * frames, Cg, size, size, device=device)
-    rows, ok = [], True
+# The blocks a user gets: the paper's (0.1.0, the option defaults) and VRWKV Patch Model's
+# default (no channel mix, rank-1/4 projections, one fused r/k/v pass).
+REAL_BLOCKS = {"paper block": {}, "lean (node default)": {"hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True}}
 
+
+def tuned_like(block):
+    """Random mu, decay, bonus and output projections: zero-init outputs would make the block
+    an identity and hide every error in the mixing."""
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith(("decay", "first")) or ".mu" in name:
+                p.copy_(torch.rand_like(p) * 2)
+            elif not p.any():
+                p.normal_(0, 1.0)
+    return block
+
+
+def windows_with_carry(block, x, gate, frames):
+    """The block on the clip's two halves with exact carry (future of the second half first,
+    as tests/test_windows.py does it) against the whole clip: max relative error."""
+    from vrwkv_editor.vrwkv.carry import FrameCarry
+    half = frames // 2
+    first = (torch.arange(x.shape[0] // frames, device=x.device)[:, None] * frames + torch.arange(half, device=x.device)).flatten()
+    second = first + half
+    block.spatial_mix.norm_frames = half
     with torch.inference_mode():
-        ref = block(x, frames, gate)
-    half = VRWKVBlock3D(C, Cg).to(device, torch.float16)
-    half.load_state_dict(block.state_dict())
-    for name, model in (("fp16 features, fp32 block (the pack's default)", block), ("fp16 block", half)):
-        for rep in range(2 if device == "cuda" else 1):  # the first run compiles the kernels
-            with torch.inference_mode():
-                sec, peak, out = _peak_run(lambda: model(x.half(), frames, gate.half()), device)
-        finite = bool(torch.isfinite(out).all())
-        err = rel_err(out.float() - x.half().float(), (ref - x).double())
-        ok &= finite and err < 5e-2
-        rows.append({"run": f"sampling, {name}, CFG batch (2 videos)", "finite": finite, "seconds": f"{sec:.3f}",
-                     "peak MiB": f"{peak / 2**20:.0f}", "vs fp32": f"{err:.2e} (of the block's change)"})
+        whole = block(x, frames, gate)
+        draft = FrameCarry(next_start=half)
+        block(x[first], half, gate[first], carry=draft)
+        last = FrameCarry(prev=draft.out_prev, prev_end=0)
+        block(x[second], half, gate[second], carry=last)
+        head = FrameCarry(future=last.out_future, next_start=half)
+        y1 = block(x[first], half, gate[first], carry=head)
+        y2 = block(x[second], half, gate[second], carry=FrameCarry(past=head.out_past, prev=head.out_prev))
+    block.spatial_mix.norm_frames = None
+    return max(rel_err(y1 - x[first], (whole - x)[first].double()), rel_err(y2 - x[second], (whole - x)[second].double()))
 
-    block.gradient_checkpointing = True
-    opt = torch.optim.AdamW(block.parameters(), lr=3e-5)
-    xs, gs = x[:frames].clone(), gate[:frames].clone()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss = block(xs, frames, gs).float().square().mean()
-        loss.backward()
-        opt.step()
-        return loss.detach(), [p.grad for p in block.parameters() if p.grad is not None]
+def real_block(device, dry):
+    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64, the paper block and the node's lean
+    default: fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
+    windows with exact carry against the whole clip, and a bf16-autocast tuning step with
+    checkpointing."""
+    from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
+    C, Cg, frames, size = (8, 16, 4, 4) if dry else (320, 640, 24, 64)
+    x = torch.randn(2 * frames, C, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
+    gate = torch.randn(2 * frames, Cg, size, size, device=device, generator=torch.Generator(device).manual_seed(1))
+    rows, ok = [], True
+    for kind, options in REAL_BLOCKS.items():
+        torch.manual_seed(0)
+        block = tuned_like(VRWKVBlock3D(C, Cg, **options).to(device))
+        with torch.inference_mode():
+            ref = block(x, frames, gate)
+        half = VRWKVBlock3D(C, Cg, **options).to(device, torch.float16)
+        half.load_state_dict(block.state_dict())
+        cast = VRWKVBlock3D(C, Cg, **options, sample_in_unet_dtype=True).to(device)
+        cast.load_state_dict(block.state_dict())
+        for name, model in (("fp16 features, fp32 block (the default)", block), ("fp16 block", half),
+                            ("fp16 features, half_precision_sampling", cast)):
+            for rep in range(2 if device == "cuda" else 1):  # the first run compiles the kernels
+                with torch.inference_mode():
+                    sec, peak, out = _peak_run(lambda: model(x.half(), frames, gate.half()), device)
+            finite = bool(torch.isfinite(out).all())
+            err = rel_err(out.float() - x.half().float(), (ref - x).double())
+            ok &= finite and err < 5e-2
+            rows.append({"block": kind, "run": f"sampling, {name}, CFG batch (2 videos)", "finite": finite,
+                         "seconds": f"{sec:.3f}", "peak MiB": f"{peak / 2**20:.0f}",
+                         "vs fp32": f"{err:.2e} (of the block's change)"})
+        sec, _, err = _peak_run(lambda: windows_with_carry(block, x, gate, frames), device)
+        ok &= err < 1e-3
+        rows.append({"block": kind, "run": f"two windows of {frames // 2} frames, exact carry, fp32", "finite": True,
+                     "seconds": f"{sec:.3f}", "peak MiB": "", "vs fp32": f"{err:.2e} (vs the whole clip)"})
 
-    for rep in range(2 if device == "cuda" else 1):
-        sec, peak, (loss, grads) = _peak_run(step, device)
-    finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
-    ok &= finite
-    rows.append({"run": "tuning step, bf16 autocast, checkpointing, AdamW (1 video)", "finite": finite,
-                 "seconds": f"{sec:.3f}", "peak MiB": f"{peak / 2**20:.0f}",
-                 "vs fp32": f"{len(grads)} finite gradients" if finite else "non-finite"})
+        block.gradient_checkpointing = True
+        opt = torch.optim.AdamW(block.parameters(), lr=3e-5)
+        xs, gs = x[:frames].clone(), gate[:frames].clone()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=torch.bfloat16):
+                loss = block(xs, frames, gs).float().square().mean()
+            loss.backward()
+            opt.step()
+            return loss.detach(), [p.grad for p in block.parameters() if p.grad is not None]
+
+        for rep in range(2 if device == "cuda" else 1):
+            sec, peak, (loss, grads) = _peak_run(step, device)
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        ok &= finite
+        rows.append({"block": kind, "run": "tuning step, bf16 autocast, checkpointing, AdamW (1 video)",
+                     "finite": finite, "seconds": f"{sec:.3f}", "peak MiB": f"{peak / 2**20:.0f}",
+                     "vs fp32": f"{len(grads)} finite gradients" if finite else "non-finite"})
     for r in rows:
         print(f"  {r}", flush=True)
     return rows, ok

@@ -9,6 +9,7 @@ COMFYUI_PYTHON, so the caller may run in the project's own venv.
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -105,12 +106,14 @@ class ComfyServer:
     """`python main.py` in a throw-away base directory holding this pack (symlinked into
     custom_nodes/), the requested checkpoints and the test clip."""
 
-    def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=()):
+    def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=(), clip_frames=8):
         """checkpoints: random ones to install ("shallow", "full"); files: more files to link
         into the base directory, {relative path: source path} (e.g. a real checkpoint);
-        cpu: run with --cpu (the default; False lets ComfyUI use the GPU)."""
-        self.checkpoints, self.files = checkpoints, dict(files or {})
-        self.extra_args = (["--cpu"] if cpu else []) + list(extra_args)
+        cpu: run with --cpu (the default; False lets ComfyUI use the GPU). More server flags
+        come from extra_args and the environment's COMFYUI_ARGS (e.g. "--disable-api-nodes").
+        clip_frames: length of the generated test clip."""
+        self.checkpoints, self.files, self.clip_frames = checkpoints, dict(files or {}), clip_frames
+        self.extra_args = (["--cpu"] if cpu else []) + list(extra_args) + shlex.split(os.environ.get("COMFYUI_ARGS", ""))
         self.client_id = uuid.uuid4().hex
 
     def __enter__(self):
@@ -124,7 +127,7 @@ class ComfyServer:
             (self.base_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.base_dir / rel).symlink_to(Path(source).resolve())
         self.input_dir, self.output_dir = self.base_dir / "input", self.base_dir / "output"
-        make_test_clip(self.input_dir / CLIP_NAME)
+        make_test_clip(self.input_dir / CLIP_NAME, frames=self.clip_frames)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.base_dir / "server.log"

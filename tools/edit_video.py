@@ -54,7 +54,9 @@ def main(argv=None):
     shrink = {key: getattr(args, key) if getattr(args, key) is not None else (DEMO[key] if demo else None)
               for key in DEMO}
 
-    with ComfyServer(checkpoints=(args.random,) if demo else (), files=files, cpu=not args.gpu) as server:
+    clip_frames = max(DEMO["frames"], shrink["frames"] or 0)     # the generated clip holds what --frames asks
+    with ComfyServer(checkpoints=(args.random,) if demo else (), files=files, cpu=not args.gpu,
+                     clip_frames=clip_frames) as server:
         graph = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
         point_at(graph, ckpt_name, video_name, **shrink)
         set_inputs(graph, {"Source prompt (what the clip shows)": {"text": args.source}, "Edit prompt": {"text": args.edit},
@@ -69,6 +71,8 @@ def main(argv=None):
         shutil.copy(videos[-1], out)
     info = video_info(out)
     print(f"wrote {out}: {info['frames']} frames of {info['width']}x{info['height']}")
+    if shrink["frames"] and info["frames"] < shrink["frames"]:
+        print(f"note: the clip holds only {info['frames']} of the {shrink['frames']} frames asked for")
 
 
 if __name__ == "__main__":
