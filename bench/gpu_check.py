@@ -156,11 +156,6 @@ def _peak_run(fn, device):
     return time.perf_counter() - t0, float("nan"), out
 
 
-# The blocks a user gets: the paper's (0.1.0, the option defaults) and VRWKV Patch Model's
-# default (no channel mix, rank-1/4 projections, one fused r/k/v pass).
-REAL_BLOCKS = {"paper block": {}, "lean (node default)": {"hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True}}
-
-
 def tuned_like(block):
     """Random mu, decay, bonus and output projections: zero-init outputs would make the block
     an identity and hide every error in the mixing."""
@@ -199,12 +194,14 @@ def real_block(device, dry):
     default: fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
     windows with exact carry against the whole clip, and a bf16-autocast tuning step with
     checkpointing."""
-    from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
+    from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK, VRWKVBlock3D
+    # the blocks a user gets: the paper's (the option defaults) and VRWKV Patch Model's default
+    real_blocks = {"paper block": {}, "lean (node default)": LEAN_BLOCK}
     C, Cg, frames, size = (8, 16, 4, 4) if dry else (320, 640, 24, 64)
     x = torch.randn(2 * frames, C, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
     gate = torch.randn(2 * frames, Cg, size, size, device=device, generator=torch.Generator(device).manual_seed(1))
     rows, ok = [], True
-    for kind, options in REAL_BLOCKS.items():
+    for kind, options in real_blocks.items():
         torch.manual_seed(0)
         block = tuned_like(VRWKVBlock3D(C, Cg, **options).to(device))
         with torch.inference_mode():

@@ -95,7 +95,7 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=12)
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--tune-steps", type=int, default=60)
-    ap.add_argument("--lr", type=float, default=1e-3, help="tuning rate (1e-3: the blocks move within the steps)")
+    ap.add_argument("--lr", type=float, default=5e-5, help="tuning rate (blocks at 20x: 1e-3, where they move within the steps)")
     ap.add_argument("--ddim-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import torch
 
-from . import machine_name
+from . import load_pack, machine_name
+
+load_pack()    # nothing in the pack imports ComfyUI at import time
+from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "tune-a-video"
@@ -48,11 +51,9 @@ CONFIGS = {
     "cm0": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0},
     "cm0-r4": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0, "rank_ratio": 0.25},
     "fused": {"placement": "skip+mid", "resolution": "all", "fused_mix": True},
-    "lean": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True},
-    "lean-merge": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0, "rank_ratio": 0.25,
-                   "fused_mix": True, "skip_fusion": "merge"},
-    "lean-half": {"placement": "skip+mid", "resolution": "half and below", "hidden_ratio": 0, "rank_ratio": 0.25,
-                  "fused_mix": True},
+    "lean": {"placement": "skip+mid", "resolution": "all", **LEAN_BLOCK},          # the node's default
+    "lean-merge": {"placement": "skip+mid", "resolution": "all", **LEAN_BLOCK, "skip_fusion": "merge"},
+    "lean-half": {"placement": "skip+mid", "resolution": "half and below", **LEAN_BLOCK},
     "lean-cm1-half": {"placement": "skip+mid", "resolution": "half and below", "hidden_ratio": 1,
                       "rank_ratio": 0.25, "fused_mix": True},
 }

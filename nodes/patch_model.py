@@ -7,9 +7,10 @@ from ..vrwkv.weights import check_state_matches, load_weights
 from .common import CATEGORY, find_patch, log, require_sd15, weights_files, weights_folder
 
 NONE = "none"
-# Lean block options (vrwkv/blocks.py): widget choice -> block spec value. The defaults (no
-# channel mix, rank-1/4 projections, fused r/k/v pass) are chosen in issue 10's note from
-# bench/results/pipeline_cost_*.md and lean_quality_cpu.md; the paper's block is 4x, full, unfused.
+# Lean block options (vrwkv/blocks.py): widget choice -> block spec value. The defaults
+# (blocks.LEAN_BLOCK: no channel mix, rank-1/4 projections, fused r/k/v pass) are chosen in
+# issue 10's note from bench/results/pipeline_cost_*.md and quality_cpu.md; the paper's block
+# is 4x, full, unfused.
 CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
 PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
 

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import (TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window, epsilon_loss,
+from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window, epsilon_loss,
                             param_groups, tune)
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch, show_on_node)
@@ -216,9 +216,12 @@ class VRWKVTuneOnVideo:
                           "Tuning steps. 300-500 as in the paper; fewer keep more freedom for style edits, "
                           "more reproduce the clip more faithfully."}),
                 "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
-                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5). The blocks' temporal "
-                                                       f"parameters (mu, decay, first) use {TEMPORAL_LR_MULTIPLIER:g}x "
-                                                       "this, without weight decay, so they move within the run."}),
+                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5), used as is for the "
+                                                       "query projections (trainable vrwkv+attn_q). The VRWKV blocks are "
+                                                       f"new layers and learn at {BLOCK_LR_MULTIPLIER:g}x this, their "
+                                                       f"temporal parameters (mu, decay, first) at "
+                                                       f"{TEMPORAL_LR_MULTIPLIER:g}x without weight decay, so they move "
+                                                       "within the run."}),
                 "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                          "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
                 "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
@@ -288,7 +291,7 @@ class VRWKVTuneOnVideo:
                     trainer.add_object_patch(f"{module}.forward",
                                              float32_projection(comfy.utils.get_attr(trainer.model, module)))
                     deltas[key] = wrapper.delta
-                params[0]["params"] += list(deltas.values())
+                params.append({"params": list(deltas.values())})     # pretrained weights: the recipe's lr
             if gradient_checkpointing:
                 patch.blocks.set_gradient_checkpointing(True)
                 for key, fn in checkpoint_patches(unet).items():
@@ -315,7 +318,8 @@ class VRWKVTuneOnVideo:
             sampler = TuneSampler(params, settings, dtype, on_step, window)
             info = {"frames": frames, "window": window, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
                     "steps": steps, "lr": learning_rate, "seed": seed,
-                    "temporal_lr_multiplier": settings.temporal_lr_multiplier, "trainable": trainable,
+                    "temporal_lr_multiplier": settings.temporal_lr_multiplier,
+                    "block_lr_multiplier": settings.block_lr_multiplier, "trainable": trainable,
                     "training_dtype": str(dtype).replace("torch.", ""), "note": note}
             try:
                 run_tuning(trainer, sampler, samples, conditioning, seed)

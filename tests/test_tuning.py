@@ -88,19 +88,21 @@ def largest_moves(steps, zero_gradients=False, **settings):
 
 def test_recipe_run_moves_mu_decay_first_and_projections():
     """At the recipe's lr (3e-5) AdamW moves a parameter by at most ~lr per step: in 20
-    steps 6e-4, nothing for mu, decay and first (init 1.0, meaningful over several units).
-    Their group (lr x 100, no weight decay) must move each by >= 0.03 (half of what 20 steps
-    of lr x 100 allow), and the projections by >= 3e-4. The bounds are checked against the
-    two ways a run can look like learning without being it: zeroed gradients (AdamW's weight
-    decay moves every weight by itself) and no multiplier."""
-    steps, temporal, projections = 20, 0.03, 3e-4
+    steps 6e-4, nothing for mu, decay and first (init 1.0, meaningful over several units)
+    and little for new, zero-initialised projections. The temporal group (lr x 100, no weight
+    decay) must move each by >= 0.03 (half of what 20 steps of lr x 100 allow), the
+    projections (lr x 10) by >= 3e-3. The bounds are checked against the ways a run can look
+    like learning without being it: zeroed gradients (AdamW's weight decay moves every weight
+    by itself) and no multipliers."""
+    steps, temporal, projections = 20, 0.03, 3e-3
     moves = largest_moves(steps)
     assert all(moves[k] >= temporal for k in ("mu", "decay", "first")), moves
     assert moves["projections"] >= projections, moves
     frozen = largest_moves(steps, zero_gradients=True)
-    assert max(frozen.values()) < projections, frozen
-    no_multiplier = largest_moves(steps, temporal_lr_multiplier=1.0)
+    assert max(frozen.values()) < 3e-4, frozen
+    no_multiplier = largest_moves(steps, temporal_lr_multiplier=1.0, block_lr_multiplier=1.0)
     assert max(no_multiplier[k] for k in ("mu", "decay", "first")) < temporal, no_multiplier
+    assert no_multiplier["projections"] < projections, no_multiplier
 
 
 def test_temporal_group_holds_every_mu_decay_and_first():
@@ -110,6 +112,7 @@ def test_temporal_group_holds_every_mu_decay_and_first():
     leaves = {names[id(p)].rsplit(".", 1)[-1] for p in temporal["params"]}
     assert leaves == {"mu", "mu_k", "mu_r", "decay", "first"}
     assert temporal["weight_decay"] == 0 and temporal["lr"] == TuneSettings().lr * TuneSettings().temporal_lr_multiplier > TuneSettings().lr
+    assert "weight_decay" not in rest and rest["lr"] == TuneSettings().lr * TuneSettings().block_lr_multiplier > TuneSettings().lr
     assert not any(names[id(p)].rsplit(".", 1)[-1] in leaves for p in rest["params"])
     assert len(rest["params"]) + len(temporal["params"]) == len(names)
 

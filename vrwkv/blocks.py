@@ -33,6 +33,9 @@ from ..kernels import bi_wkv
 
 
 BLOCK_OPTIONS = {"rank_ratio": None, "fused_mix": False, "skip_fusion": "gate", "sample_in_unet_dtype": False}
+# The block VRWKV Patch Model builds by default (bench/results/pipeline_cost_*.md, quality_cpu.md):
+# no channel mix, rank-1/4 projections, one fused r/k/v pass. {} builds the paper's (0.1.0) block.
+LEAN_BLOCK = {"hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True}
 SKIP_FUSIONS = ("gate", "merge")
 
 

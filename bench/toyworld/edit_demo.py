@@ -26,10 +26,12 @@ from bench import load_pack
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
+from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = {
-    "vrwkv": Method("VRWKV (skip+mid, all levels)", "vrwkv", lr=1e-3),
+    "vrwkv": Method("VRWKV (the node's default block, skip+mid, all levels)", "vrwkv", lr=1e-3,
+                    block=tuple(LEAN_BLOCK.items())),
     "tav": Method("Tune-A-Video", "tav", lr=3e-5),
     "per-frame": Method("per-frame (no tuning)", "plain"),
 }

@@ -38,15 +38,19 @@ DECAY_SCALINGS = ("length", "frame", "none")
 class Method:
     """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
     pack's blocks, placement / resolution as VRWKV Patch Model's inputs) or "tav"
-    (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation);
-    decay_scaling is one of DECAY_SCALINGS."""
+    (Tune-A-Video). block: VRWKV block options as (name, value) pairs (layout.block_spec's;
+    () = the paper's block). freeze_mu keeps every mu at its initial 1 (no temporal
+    interpolation); decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier replaces
+    the tuning's (vrwkv/tuning.py) where given."""
     name: str
     kind: str
     lr: float = 3e-5
     placement: str = "skip+mid"
     resolution: str = "all"
+    block: tuple = ()
     freeze_mu: bool = False
     decay_scaling: str = "length"
+    block_lr_multiplier: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def prepare(base: ToyModel, method: Method):
     if method.kind == "plain":
         return model, {}, []
     if method.kind == "vrwkv":
-        spec = block_spec(unet_layout(model.unet), method.placement, LEVEL_CHOICES[method.resolution])
+        spec = block_spec(unet_layout(model.unet), method.placement, LEVEL_CHOICES[method.resolution],
+                          **dict(method.block))
         blocks = VRWKVBlocks(spec)
         scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():
@@ -97,7 +102,7 @@ def scale_decay(blocks, scaling: str) -> None:
 
 
 def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tensor, prompt: str,
-                 steps: int, lr: float, seed: int) -> list:
+                 steps: int, lr: float, seed: int, block_lr_multiplier: float | None = None) -> list:
     """The pack's tuning loop on the clip with its source prompt; returns the losses."""
     cond = model.text([prompt]).detach().expand(clip.shape[0], -1, -1)
     call_options = {**options, "cond_or_uncond": [0]}
@@ -106,7 +111,8 @@ def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tenso
         return epsilon_loss(lambda x, sigma: model.denoise(x, sigma, cond, call_options), clip, model.sigmas,
                             generator)
 
-    settings = TuneSettings(steps=steps, lr=lr, seed=seed)
+    settings = TuneSettings(steps=steps, lr=lr, seed=seed,
+                            **({} if block_lr_multiplier is None else {"block_lr_multiplier": block_lr_multiplier}))
     if params and isinstance(params[0], tuple):     # named VRWKV parameters: the node's groups
         params = param_groups(params, settings)
     with torch.enable_grad():
@@ -150,7 +156,7 @@ def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str,
     losses = []
     if method.kind != "plain" and settings.tune_steps:
         losses = tune_on_clip(model, options, params, clip, source_prompt, settings.tune_steps, method.lr,
-                              settings.seed)
+                              settings.seed, method.block_lr_multiplier)
     tune_s = time.perf_counter() - start
     inverted = invert(model, options, clip, source_prompt, settings.ddim_steps)
     return {

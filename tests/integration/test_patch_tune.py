@@ -100,6 +100,9 @@ def test_tuning_query_projections_reaches_only_the_output_model(comfy_server):
     assert {k.rsplit(".", 2)[-2] for k in base} == {"to_q"}
     assert any(".attn1." in k for k in base) and any(".attn2." in k for k in base)
     assert all(d.abs().max() > 0 for d in base.values())
+    # pretrained weights at the recipe's lr (1e-3 here): AdamW moves them <= ~lr per step, where
+    # the new blocks' lr x BLOCK_LR_MULTIPLIER would move them ten times as far
+    assert max(d.abs().max().item() for d in base.values()) <= 2 * 1e-3 * 1.5
     save_weights(folder / "it_attn_q_blocks_only.safetensors", blocks, spec, None, info)
 
     graph = clip_graph()
