@@ -266,9 +266,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one clip, one edit, one seed, three methods")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--clips", type=int, default=3, help=f"how many of the {len(CLIPS)} clips")
+    p.add_argument("--clips", type=int, default=2, help=f"how many of the {len(CLIPS)} clips")
     p.add_argument("--seeds", type=int, nargs="+", default=[33, 34])
-    p.add_argument("--tune-steps", type=int, default=100)
+    p.add_argument("--tune-steps", type=int, default=60)
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--jobs", type=int, default=2, help="clip x seed units run at once, one process and one "
