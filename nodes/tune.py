@@ -14,8 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window, epsilon_loss,
-                            param_groups, tune)
+from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window,
+                            epsilon_loss, param_groups, tune)
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
