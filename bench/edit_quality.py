@@ -224,7 +224,7 @@ def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: l
         "",
         *([f"**Partial: {units[0]} of {units[1]} clip x seed units done.**", ""] if units[0] < units[1] else []),
         f"Machine: {cpu_model()}, CPU, {jobs} worker process(es) of one torch thread each. Wall time "
-        f"{minutes:.0f} min (contended: the machine was shared).",
+        f"{minutes:.0f} min.",
         "",
         f"Model: bench/toyworld/weights/toy_unet.safetensors (step {meta.get('step')}, adherence history "
         f"{meta.get('history')}).",

@@ -1,6 +1,6 @@
 """VRWKV Patch Model: adds 3D-VRWKV blocks to an SD1.5 MODEL's skip connections and mid block."""
 
-from ..vrwkv.blocks import SKIP_FUSIONS
+from ..vrwkv.blocks import LEAN_BLOCK, SKIP_FUSIONS
 from ..vrwkv.layout import LEVEL_CHOICES, PLACEMENTS, block_spec, unet_layout
 from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from ..vrwkv.weights import check_state_matches, load_weights
@@ -13,6 +13,8 @@ NONE = "none"
 # is 4x, full, unfused.
 CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
 PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
+DEFAULT_CHANNEL_MIX = next(k for k, v in CHANNEL_MIX.items() if v == LEAN_BLOCK["hidden_ratio"])
+DEFAULT_PROJECTIONS = next(k for k, v in PROJECTIONS.items() if v == LEAN_BLOCK["rank_ratio"])
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -80,11 +82,11 @@ class VRWKVPatchModel:
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
                             "placement, resolution and the block options below (all but half_precision_sampling)."}),
-                "channel_mix": (list(CHANNEL_MIX), {"default": "none", "tooltip":
+                "channel_mix": (list(CHANNEL_MIX), {"default": DEFAULT_CHANNEL_MIX, "tooltip":
                                 "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
                                 "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
                                 "narrower one trains faster with less memory."}),
-                "projections": (list(PROJECTIONS), {"default": "rank 1/4", "tooltip":
+                "projections": (list(PROJECTIONS), {"default": DEFAULT_PROJECTIONS, "tooltip":
                                 "The r, k, v and output projections of each block: full matrices, or two thin "
                                 "factors through a fraction of the channels (fewer parameters, less optimiser "
                                 "memory)."}),
@@ -92,7 +94,7 @@ class VRWKVPatchModel:
                                 "How a skip block uses the decoder feature: 'gate' lets it only gate the encoder "
                                 "skip; 'merge' feeds both into the bidirectional mixing (the paper's merge of "
                                 "skip and decoder features; wider key/value projections)."}),
-                "fused_rkv": ("BOOLEAN", {"default": True, "tooltip":
+                "fused_rkv": ("BOOLEAN", {"default": LEAN_BLOCK["fused_mix"], "tooltip":
                               "Compute r, k and v in one pass (one projection, one frame interpolation, one "
                               "convolution over their concatenated channels) instead of three."}),
                 "half_precision_sampling": ("BOOLEAN", {"default": False, "tooltip":
@@ -102,8 +104,9 @@ class VRWKVPatchModel:
             },
         }
 
-    def patch(self, model, placement, resolution, weights=NONE, channel_mix="none", projections="rank 1/4",
-              skip_fusion="gate", fused_rkv=True, half_precision_sampling=False):
+    def patch(self, model, placement, resolution, weights=NONE, channel_mix=DEFAULT_CHANNEL_MIX,
+              projections=DEFAULT_PROJECTIONS, skip_fusion="gate", fused_rkv=LEAN_BLOCK["fused_mix"],
+              half_precision_sampling=False):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):

@@ -278,7 +278,6 @@ class VRWKVTuneOnVideo:
             if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps the length it was tuned with
                 patch.blocks.set_norm_frames(window if 0 < window < frames else frames)
             settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
-            params = param_groups(patch.blocks.named_parameters(), settings)
 
             trainer = tuned.clone()
             unet = trainer.get_model_object("diffusion_model")
@@ -291,7 +290,7 @@ class VRWKVTuneOnVideo:
                     trainer.add_object_patch(f"{module}.forward",
                                              float32_projection(comfy.utils.get_attr(trainer.model, module)))
                     deltas[key] = wrapper.delta
-                params.append({"params": list(deltas.values())})     # pretrained weights: the recipe's lr
+            params = param_groups(patch.blocks.named_parameters(), settings, pretrained=deltas.values())
             if gradient_checkpointing:
                 patch.blocks.set_gradient_checkpointing(True)
                 for key, fn in checkpoint_patches(unet).items():

@@ -117,6 +117,19 @@ def test_temporal_group_holds_every_mu_decay_and_first():
     assert len(rest["params"]) + len(temporal["params"]) == len(names)
 
 
+def test_pretrained_weights_get_the_recipes_rate():
+    """Pretrained weights tuned beside the blocks (the query projections) form a group of their
+    own at the settings' lr with the recipe's weight decay, not the blocks' multiplied rate."""
+    s = Setup()
+    query = torch.nn.Parameter(torch.zeros(4, 4))
+    settings = TuneSettings()
+    groups = param_groups(s.patch.blocks.named_parameters(), settings, pretrained=[query])
+    assert len(groups) == 3 and groups[2]["params"] == [query]
+    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    assert opt.param_groups[2]["lr"] == settings.lr and opt.param_groups[2]["weight_decay"] == settings.weight_decay
+    assert len(param_groups(s.patch.blocks.named_parameters(), settings)) == 2
+
+
 def test_only_the_chosen_parameters_change():
     s = Setup()
     before = s.state()

@@ -72,7 +72,8 @@ def main(argv=None):
     info = video_info(out)
     print(f"wrote {out}: {info['frames']} frames of {info['width']}x{info['height']}")
     if shrink["frames"] and info["frames"] < shrink["frames"]:
-        print(f"note: the clip holds only {info['frames']} of the {shrink['frames']} frames asked for")
+        print(f"note: the clip holds only {info['frames']} of the {shrink['frames']} frames asked for; "
+              "pass a longer --video or fewer --frames")
 
 
 if __name__ == "__main__":

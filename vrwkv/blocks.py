@@ -39,6 +39,11 @@ LEAN_BLOCK = {"hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True}
 SKIP_FUSIONS = ("gate", "merge")
 
 
+def check_skip_fusion(skip_fusion: str) -> None:
+    if skip_fusion not in SKIP_FUSIONS:
+        raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {skip_fusion!r}")
+
+
 def block_options(spec: dict) -> dict:
     """The lean options of a block spec, defaults filled in for specs saved before they existed."""
     return {key: spec.get(key, default) for key, default in BLOCK_OPTIONS.items()}
@@ -124,11 +129,11 @@ class FusedFrameMix(nn.Module):
         self.mu = nn.Parameter(torch.ones(3 * channels))
         self.spatial = identity_depthwise_conv(3 * channels)
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor | None, shift=None) -> tuple:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None, shift=_shift) -> tuple:
         """x: (V, T, H, W, in_ch), gate: (..., gate_ch) or None -> r, k, v (V, T, H, W, C).
-        `shift(name, feature)`: the token shift (a window carry's), else time_shift."""
+        `shift(name, feature)`: the token shift (a window carry's, or time_shift)."""
         rkv = self.proj(x) if self.proj_gate is None else torch.cat([self.proj_gate(gate), self.proj(x)], -1)
-        prev = time_shift(rkv) if shift is None else shift("rkv", rkv)
+        prev = shift("rkv", rkv)
         rkv = frame_conv(self.spatial, self.mu * rkv + (1 - self.mu) * prev)
         return rkv.split(self.channels, dim=-1)
 
@@ -146,8 +151,7 @@ class SpatialMix3D(nn.Module):
     def __init__(self, channels: int, gate_channels: int | None = None, rank_ratio: float | None = None,
                  fused_mix: bool = False, skip_fusion: str = "gate"):
         super().__init__()
-        if skip_fusion not in SKIP_FUSIONS:
-            raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {skip_fusion!r}")
+        check_skip_fusion(skip_fusion)
         self.merge = bool(gate_channels) and skip_fusion == "merge"   # k, v read cat(x, gate)
         kv_ch = channels + gate_channels if self.merge else channels
         self.fused_mix = fused_mix
@@ -177,10 +181,9 @@ class SpatialMix3D(nn.Module):
         y = bi_wkv(w, u, k, v) if carry is None else carry.mix(w, u, k, v, H * W)
         return self.output(torch.sigmoid(r) * y.reshape(V, T, H, W, C))
 
-    def receptance_key_value(self, x: torch.Tensor, gate: torch.Tensor, shift=None) -> tuple:
+    def receptance_key_value(self, x: torch.Tensor, gate: torch.Tensor, shift=_shift) -> tuple:
         """r (from the gate), k and v (from x, or from x and the gate when merging), (V, T, H, W, C)
         each. `shift(name, feature)` is the token shift (a window carry's, or time_shift)."""
-        shift = shift or _shift
         kv_in = torch.cat([x, gate], -1) if self.merge else x
         if self.fused_mix:
             return self.rkv(kv_in, gate if gate is not x else None, shift)

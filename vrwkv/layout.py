@@ -8,7 +8,7 @@ decoder and skip channels and the resolution level (0 = latent size, 1 = half, .
 
 from dataclasses import dataclass
 
-from .blocks import BLOCK_OPTIONS, SKIP_FUSIONS
+from .blocks import BLOCK_OPTIONS, check_skip_fusion
 
 PLACEMENTS = ("skip+mid", "skip", "mid")
 # Resolution choices: the lowest level kept (0 keeps all). Lower resolutions hold far fewer
@@ -92,5 +92,4 @@ def check_options(hidden_ratio: float, options: dict) -> None:
     rank = options.get("rank_ratio")
     if rank is not None and not 0 < rank <= 1:
         raise ValueError(f"rank_ratio must be in (0, 1] (or None for full-rank projections), got {rank}")
-    if options.get("skip_fusion", "gate") not in SKIP_FUSIONS:
-        raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {options['skip_fusion']!r}")
+    check_skip_fusion(options.get("skip_fusion", BLOCK_OPTIONS["skip_fusion"]))

@@ -86,17 +86,19 @@ def epsilon_loss(denoise: Callable, x0: torch.Tensor, sigma_table: torch.Tensor,
     return torch.nn.functional.mse_loss(eps_pred, eps)
 
 
-def param_groups(named_parameters, settings: TuneSettings) -> list[dict]:
+def param_groups(named_parameters, settings: TuneSettings, pretrained=()) -> list[dict]:
     """AdamW parameter groups for (name, parameter) pairs of VRWKV blocks: the temporal
     parameters at lr * temporal_lr_multiplier without weight decay (and with TEMPORAL_EPS),
-    the rest at lr * block_lr_multiplier. Pretrained weights tuned beside them take their own
-    group at the recipe's lr."""
+    the rest at lr * block_lr_multiplier; `pretrained` weights tuned beside them (the UNet's
+    query projections) in a group of their own at the recipe's lr."""
     temporal, rest = [], []
     for name, p in named_parameters:
         (temporal if is_temporal_parameter(name) else rest).append(p)
-    return [{"params": rest, "lr": settings.lr * settings.block_lr_multiplier},
-            {"params": temporal, "lr": settings.lr * settings.temporal_lr_multiplier, "weight_decay": 0.0,
-             "eps": TEMPORAL_EPS}]
+    groups = [{"params": rest, "lr": settings.lr * settings.block_lr_multiplier},
+              {"params": temporal, "lr": settings.lr * settings.temporal_lr_multiplier, "weight_decay": 0.0,
+               "eps": TEMPORAL_EPS}]
+    pretrained = list(pretrained)
+    return groups + [{"params": pretrained}] if pretrained else groups
 
 
 def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings: TuneSettings,
