@@ -2,11 +2,8 @@
 with its baseline side by side in one run and writes its results to bench/results/."""
 
 import platform
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from load_pack import load_pack  # noqa: E402,F401
+from tools.load_pack import load_pack  # noqa: F401
 
 
 def machine_name(device: str) -> str:

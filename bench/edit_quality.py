@@ -1,6 +1,6 @@
 """Edit quality on the toy world: per-frame editing, Tune-A-Video and VRWKV (as shipped and
 ablated) side by side on the same clips, edits and seeds, through the pack's own pipeline
-(bench/toyworld/pipeline.py) on the committed toy model.
+(toyworld/pipeline.py) on the committed toy model.
 
     python -m bench.edit_quality [--quick]
 
@@ -31,11 +31,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import load_pack
-from .toyworld.fidelity import (as_image_batch, attribute_consistency, detections, edit_fidelity, track,
+from toyworld.fidelity import (as_image_batch, attribute_consistency, detections, edit_fidelity, track,
                                 whole_in_frame)
-from .toyworld.model import WEIGHTS, load_model
-from .toyworld.pipeline import Method, Settings, edit
-from .toyworld.world import Spec, make_clip
+from toyworld.model import WEIGHTS, load_model
+from toyworld.pipeline import Method, Settings, edit
+from toyworld.world import Spec, make_clip
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
@@ -226,7 +226,7 @@ def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: l
         f"Machine: {cpu_model()}, CPU, {jobs} worker process(es) of one torch thread each. Wall time "
         f"{minutes:.0f} min.",
         "",
-        f"Model: bench/toyworld/weights/toy_unet.safetensors (step {meta.get('step')}, adherence history "
+        f"Model: toyworld/weights/toy_unet.safetensors (step {meta.get('step')}, adherence history "
         f"{meta.get('history')}).",
         f"Settings: {frames} frames of 32x32; tuning {settings.tune_steps} steps (reduced from the node's 300), "
         f"DDIM {settings.ddim_steps} steps for inversion (source prompt, cfg 1, refine 0) and sampling (cfg "
@@ -236,7 +236,7 @@ def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: l
         f"placement skip+mid, all levels, decay scaled by the clip's length, lr {SHIPPED_LR} "
         f"(blocks x{BLOCK_LR_MULTIPLIER:g}, temporal parameters x{TEMPORAL_LR_MULTIPLIER:g}: the nodes' defaults); "
         "the other VRWKV rows change one of these (the paper's block: channel mix 4x, full projections, "
-        f"unfused). Tune-A-Video: bench/tune_a_video.py, its recipe's lr {SHIPPED_LR}, and at {TUNED_LR:g}. "
+        f"unfused). Tune-A-Video: baselines/tune_a_video.py, its recipe's lr {SHIPPED_LR}, and at {TUNED_LR:g}. "
         "Output change: relative change of the denoised source clip (training step 500) made by the "
         "method's patched, tuned model against the plain one.",
         "",

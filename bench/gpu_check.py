@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     if triton_status()[0] is None:
         raise SystemExit(f"gpu_check: the Triton backend is unavailable ({triton_status()[1]})")
     if args.dry_run:
-        import fast_interpreter  # tools/, on the path through bench/__init__.py
+        from tools import fast_interpreter
         fast_interpreter.install()
     import triton
     machine = machine_name(device)

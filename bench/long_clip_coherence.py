@@ -3,7 +3,7 @@ carry, without carry, and with plain overlap, against the whole clip in one pass
 
     python -m bench.long_clip_coherence [--frames 48] [--window 12] [--overlap 4]
 
-The committed toy model (bench/toyworld) is patched and tuned once on the clip with windowed
+The committed toy model (toyworld) is patched and tuned once on the clip with windowed
 tuning (window = the context window, so the decay is normalised by it), then the clip is
 DDIM-inverted with the source prompt and sampled with an edit prompt (cfg 4) through the
 pack's ContextWindows wrapper (vrwkv/windows.py, as VRWKV Context Windows installs it; a
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from . import load_pack, machine_name
-from .toyworld.fidelity import as_image_batch
-from .toyworld.model import Guided, load_model
-from .toyworld.pipeline import Method, prepare
-from .toyworld.world import Spec, make_clip
+from toyworld.fidelity import as_image_batch
+from toyworld.model import Guided, load_model
+from toyworld.pipeline import Method, prepare
+from toyworld.world import Spec, make_clip
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv=None):
     source_warp = np.nanmean(metrics.warp_error(as_image_batch(clip))[0])
     device = "cpu"
     lines = [f"# Coherence across context-window boundaries (toy world): {machine_name(device)}", "",
-             f"Toy model (bench/toyworld), zigzag clip of {args.frames} frames (32x32 px), VRWKV skip+mid tuned "
+             f"Toy model (toyworld), zigzag clip of {args.frames} frames (32x32 px), VRWKV skip+mid tuned "
              f"{args.tune_steps} steps at lr {args.lr:g} on random {args.window}-frame windows (decay normalised by "
              f"{args.window} frames), DDIM {args.ddim_steps} steps: inversion with '{SOURCE}' at cfg 1, edit "
              f"'{EDIT}' at cfg 4. Windows of {args.window} frames. Boundary pairs: consecutive frames between "

@@ -7,7 +7,7 @@ memory each phase needs above the loaded model.
 
 Every case (configuration, frames, checkpointing) runs in a fresh process on a random-weight
 SD1.5 (bench/comfy_model.py, float32). Tuning is the pack's loop: VRWKV Tune On Video itself
-for VRWKV (trainable vrwkv), bench/tune_a_video.py for Tune-A-Video (sparse-causal attn1,
+for VRWKV (trainable vrwkv), baselines/tune_a_video.py for Tune-A-Video (sparse-causal attn1,
 temporal attention in every transformer block; trains attn1/attn2 to_q + the temporal
 attentions), attn1/attn2 to_q for the plain UNet; gradient checkpointing as asked (ResBlocks,
 SpatialTransformers and VRWKV blocks recomputed). Inversion is VRWKV DDIM Inversion (cfg 1),
@@ -144,7 +144,7 @@ def one_case(config: str, frames: int, size: int, depth: str, checkpointing: boo
     # trained parameter count, the patches' own parameter bytes.
     state = {"model": base, "trained": 0, "patch_bytes": 0}
     if config in ("plain", REFERENCE):
-        from .tune_a_video import query_trainer, tune_a_video_comfy, tune_in_comfy
+        from baselines.tune_a_video import query_trainer, tune_a_video_comfy, tune_in_comfy
 
         def tuning(n):
             if config == REFERENCE:
@@ -191,7 +191,7 @@ def sampling_side_by_side(configs: list, frames: int, size: int, depth: str, ste
     process on one UNet, configurations interleaved for `rounds` rounds (the fastest kept):
     the fairest time ratio a shared machine allows."""
     from .comfy_model import load_pack_in_comfy, random_sd15
-    from .tune_a_video import TuneAVideo
+    from baselines.tune_a_video import TuneAVideo
     base = random_sd15(depth)
     load_pack_in_comfy()
     import comfy.ldm.modules.attention

@@ -117,7 +117,7 @@ core CFG Guider, noise disabled, starting from the inverted latent with the sigm
 conditioning) composes the same way."""
 
 
-NOTE_LONG = f"""## Long clips: 120 frames edited in windows
+NOTE_LONG = """## Long clips: 120 frames edited in windows
 
 Memory is bounded by these settings, not by the clip's length:
 - **VRWKV Tune On Video, window** (16): frames per tuning step; each step tunes a random

@@ -1,4 +1,4 @@
-"""The Tune-A-Video baseline (bench/tune_a_video.py) on ComfyUI's real SD1.5 UNetModel."""
+"""The Tune-A-Video baseline (baselines/tune_a_video.py) on ComfyUI's real SD1.5 UNetModel."""
 
 import json
 from pathlib import Path

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.comfy_model import random_sd15  # noqa: E402
-from bench.tune_a_video import tune_a_video_comfy, tune_in_comfy  # noqa: E402
+from baselines.tune_a_video import tune_a_video_comfy, tune_in_comfy  # noqa: E402
 
 FRAMES = 4
 

@@ -11,7 +11,7 @@ import pytest
 
 from vrwkv_editor.kernels import triton_status
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "triton_aot_check.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "triton_aot_check.py"
 
 
 @pytest.mark.skipif(triton_status()[0] is None, reason="triton not installed")

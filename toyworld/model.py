@@ -73,7 +73,7 @@ class Guided:
 
 
 def save_model(model: ToyModel, path, metadata: dict, dtype=torch.float16) -> Path:
-    from bench import load_pack
+    from tools.load_pack import load_pack
     load_pack()
     from vrwkv_editor.vrwkv.files import save_safetensors_atomic
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
@@ -87,7 +87,7 @@ def load_model(path=WEIGHTS) -> tuple:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"toy model weights not found at {path}: train them with "
-                                "`python -m bench.toyworld.train --out {path}`")
+                                "`python -m toyworld.train --out {path}`")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k).float() for k in f.keys()}

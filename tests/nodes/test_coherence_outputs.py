@@ -8,7 +8,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
-from test_metrics import flickering, moving_clip
+from clips import flickering, moving_clip
 from vrwkv_editor.nodes.coherence import VRWKVVideoCoherence, node_outputs
 from vrwkv_editor.vrwkv.metrics import coherence_report
 

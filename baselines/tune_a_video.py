@@ -12,7 +12,7 @@ Tune-A-Video changes SD's UNet only inside its transformer blocks:
   vrwkv/tuning.py, holds the rest of the recipe).
 
 Here both changes are patches that the transformer blocks of ComfyUI's UNetModel (and of
-the toy UNet of bench/toyworld) call: an attn1 replacement at every (block, id, index) and
+the toy UNet of toyworld) call: an attn1 replacement at every (block, id, index) and
 a `middle_patch`. Deviations from Tune-A-Video's code, each deliberate:
 1. Placement of the temporal attention: Tune-A-Video runs it after the feed-forward.
    ComfyUI's BasicTransformerBlock (v0.3.64) has no hook there; the closest public one is
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import load_pack
+from tools.load_pack import load_pack
 
 load_pack()
 from vrwkv_editor.vrwkv.patch import ModulePatch, frames_per_video  # noqa: E402

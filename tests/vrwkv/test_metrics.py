@@ -9,30 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from clips import STEP, flickering, moving_clip, shuffled
 from vrwkv_editor.vrwkv import metrics
-
-STEP = (2, 1)  # px per frame (x, y)
-
-
-def moving_clip(size=32, frames=8, step=STEP, seed=0):
-    rng = np.random.default_rng(seed)
-    side = size // 3
-    texture = rng.random((side, side, 3), dtype=np.float32)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    background = np.stack([0.2 + 0.3 * xx, 0.2 + 0.3 * yy, 0.4 + 0 * xx], -1).astype(np.float32)
-    clip = np.repeat(background[None], frames, axis=0)
-    for t in range(frames):
-        x, y = 2 + t * step[0], 2 + t * step[1]
-        clip[t, y : y + side, x : x + side] = texture
-    return clip
-
-
-def shuffled(clip):
-    return clip[[0, 5, 2, 7, 1, 4, 6, 3]]
-
-
-def flickering(clip):
-    return clip * np.where(np.arange(len(clip)) % 2, 1.0, 0.7).astype(np.float32)[:, None, None, None]
 
 
 def test_flow_of_a_small_clip_finds_the_motion_and_a_still_background():
@@ -145,7 +123,7 @@ def test_track_error():
 
 
 def test_package_imports_without_opencv_and_a_metric_says_what_to_install():
-    tools = Path(__file__).resolve().parents[1] / "tools"
+    tools = Path(__file__).resolve().parents[2] / "tools"
     code = (
         "import sys; sys.modules['cv2'] = None; sys.path.insert(0, sys.argv[1]);"
         "from load_pack import load_pack; load_pack(); from vrwkv_editor.vrwkv import metrics; import numpy as np;"

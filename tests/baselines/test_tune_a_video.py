@@ -1,4 +1,4 @@
-"""The Tune-A-Video baseline (bench/tune_a_video.py) on the toy UNet, through the same
+"""The Tune-A-Video baseline (baselines/tune_a_video.py) on the toy UNet, through the same
 ComfyUI patch points the real UNet offers."""
 
 import copy
@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from bench.toyworld.unet import ToyUNet
-from bench.tune_a_video import TuneAVideo, first_and_previous, transformer_blocks, tune_a_video
+from toyworld.unet import ToyUNet
+from baselines.tune_a_video import TuneAVideo, first_and_previous, transformer_blocks, tune_a_video
 from vrwkv_editor.vrwkv.tuning import TuneSettings, tune
 
 FRAMES = 4

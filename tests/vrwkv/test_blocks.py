@@ -1,5 +1,5 @@
 """3D-VRWKV blocks, the UNet layout and the output-block patch, on a miniature UNet with
-ComfyUI's module layout and patch protocol (tests/tiny_unet.py)."""
+ComfyUI's module layout and patch protocol (toyworld/unet.py: latent_unet)."""
 
 import copy
 
@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from tiny_unet import TinyUNet
+from toyworld.unet import latent_unet
 from vrwkv_editor.kernels import bi_wkv
 from vrwkv_editor.vrwkv import blocks
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
@@ -41,14 +41,14 @@ def unet_inputs(videos=2, frames=3, size=8, seed=0):
 
 
 def test_layout_of_comfy_style_unet():
-    layout = unet_layout(TinyUNet(c=8))
+    layout = unet_layout(latent_unet())
     assert layout.skips == (SkipPoint(0, 1, 16, 16), SkipPoint(1, 1, 16, 8),
                             SkipPoint(2, 0, 16, 8), SkipPoint(3, 0, 8, 8))
     assert (layout.mid_channels, layout.mid_level) == (16, 1)
 
 
 def test_block_spec_options():
-    layout = unet_layout(TinyUNet(c=8))
+    layout = unet_layout(latent_unet())
     assert set(block_spec(layout, "skip+mid", 0)["blocks"]) == {"mid", "skip_0", "skip_1", "skip_2", "skip_3"}
     assert set(block_spec(layout, "skip", 1)["blocks"]) == {"skip_0", "skip_1"}
     assert set(block_spec(layout, "mid", 0)["blocks"]) == {"mid"}
@@ -61,7 +61,7 @@ def test_block_spec_options():
 
 
 def test_patch_callable_is_exact_identity_at_init():
-    unet = TinyUNet()
+    unet = latent_unet()
     patch = make_patch(unet)
     g = torch.Generator().manual_seed(0)
     for index, point in enumerate(unet_layout(unet).skips):
@@ -74,7 +74,7 @@ def test_patch_callable_is_exact_identity_at_init():
 
 
 def test_patched_unet_equals_unpatched_at_init_and_differs_after_a_step():
-    unet = TinyUNet()
+    unet = latent_unet()
     x, t, context, opts = unet_inputs()
     with torch.no_grad():
         ref = unet(x, t, context, opts)
@@ -91,7 +91,7 @@ def test_patched_unet_equals_unpatched_at_init_and_differs_after_a_step():
 
 def test_cfg_batch_keeps_videos_apart():
     """With two videos in the batch (uncond, cond) each is mixed only with itself."""
-    unet = TinyUNet()
+    unet = latent_unet()
     patch = make_patch(unet)
     randomise_outputs(patch)
     x, t, context, opts = unet_inputs(videos=2, frames=3)
@@ -194,7 +194,7 @@ LEAN = {
 
 @pytest.mark.parametrize("options", LEAN.values(), ids=LEAN)
 def test_lean_options_are_an_exact_identity_at_init_and_train(options):
-    unet = TinyUNet()
+    unet = latent_unet()
     x, t, context, opts = unet_inputs()
     with torch.no_grad():
         ref = unet(x, t, context, opts)
@@ -215,7 +215,7 @@ def test_lean_options_are_an_exact_identity_at_init_and_train(options):
 
 
 def test_lean_options_build_what_they_name():
-    layout = unet_layout(TinyUNet())
+    layout = unet_layout(latent_unet())
 
     def blocks(**options):
         return VRWKVBlocks(block_spec(layout, "skip+mid", 0, **{"hidden_ratio": 2, **options})).blocks

@@ -272,3 +272,9 @@ class ToyUNet(nn.Module):
                 h, hsp = patch(h, hsp, transformer_options)
             h = self._run(block, torch.cat([h, hsp], dim=1), emb, context, transformer_options)
         return self.out(h)
+
+
+def latent_unet(base: int = 8, context_dim: int = 12) -> ToyUNet:
+    """A miniature SD1.5-style UNet on 4 latent channels (two levels, attention in the mid block
+    only): the unit tests' stand-in for ComfyUI's UNetModel."""
+    return ToyUNet(base=base, mult=(1, 2), attention_levels=(), context_dim=context_dim, in_channels=4)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny_unet import TinyUNet
+from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from vrwkv_editor.vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
@@ -26,11 +26,11 @@ def moving_clip():
 
 
 class Setup:
-    """A frozen TinyUNet, a VRWKV patch on it, the clip and a context."""
+    """A frozen latent_unet, a VRWKV patch on it, the clip and a context."""
 
     def __init__(self, seed=0):
         torch.manual_seed(seed)
-        self.unet = TinyUNet(c=8)
+        self.unet = latent_unet()
         self.unet.requires_grad_(False)
         self.patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(self.unet), "skip+mid", 0, hidden_ratio=2)))
         self.x0 = moving_clip()

@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-from bench.toyworld.detector import Detection, detect
-from bench.toyworld.fidelity import attribute_consistency
-from bench.toyworld.model import ToyModel, load_model, save_model
-from bench.toyworld.text import tokenize
-from bench.toyworld.unet import ToyUNet, attention
-from bench.toyworld.world import PATH_KINDS, SIZE, Spec, make_clip, random_specs, render
+from toyworld.detector import Detection, detect
+from toyworld.fidelity import attribute_consistency
+from toyworld.model import ToyModel, load_model, save_model
+from toyworld.text import tokenize
+from toyworld.unet import ToyUNet, attention
+from toyworld.world import PATH_KINDS, SIZE, Spec, make_clip, random_specs, render
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.blocks import SpatialMix3D
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
@@ -100,7 +100,7 @@ def test_attribute_consistency_counts_agreeing_neighbours_among_the_selected_fra
 
 @pytest.mark.parametrize("scaling", ["length", "frame", "none"])
 def test_decay_scaling_ablation_sets_the_per_token_decay_the_blocks_use(scaling):
-    from bench.toyworld.pipeline import scale_decay
+    from toyworld.pipeline import scale_decay
     spec = block_spec(unet_layout(small_unet()), "mid", 0)
     blocks = VRWKVBlocks(spec)
     scale_decay(blocks, scaling)
@@ -190,7 +190,7 @@ def test_edit_quality_quick_mode_writes_its_table_and_strip(tmp_path):
 
 
 def test_demo_writes_a_new_folder_each_time_and_checks_its_captions(tmp_path):
-    from bench.toyworld.edit_demo import new_folder, parse
+    from toyworld.edit_demo import new_folder, parse
     first, second = new_folder(tmp_path), new_folder(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
     assert parse("a small blue square") == {"size": "small", "colour": "blue", "shape": "square"}

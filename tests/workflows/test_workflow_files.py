@@ -12,7 +12,7 @@ import pytest
 
 import vrwkv_editor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 WIDGETS = json.loads((ROOT / "tests" / "data" / "node_widgets.json").read_text())["widgets"]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}

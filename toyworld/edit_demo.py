@@ -1,8 +1,8 @@
 """One toy-world edit end to end on the committed toy model, no ComfyUI needed: a generated
-clip, the pack's patch -> tune -> DDIM invert -> DDIM sample (bench/toyworld/pipeline.py),
+clip, the pack's patch -> tune -> DDIM invert -> DDIM sample (toyworld/pipeline.py),
 and the before/after clip with its metrics.
 
-    python -m bench.toyworld.edit_demo [--path zigzag] [--source "a large red circle"]
+    python -m toyworld.edit_demo [--path zigzag] [--source "a large red circle"]
                                        [--edit "a large blue circle"] [--method vrwkv]
 
 Writes a new folder output/toy_edit_<n>/ (never an earlier one): before_after.gif (source
@@ -22,7 +22,7 @@ from .pipeline import Method, Settings, edit
 from .text import tokenize
 from .world import COLOURS, PATH_KINDS, SHAPES, SIZES, Spec, make_clip
 
-from bench import load_pack
+from tools.load_pack import load_pack
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 
 from vrwkv_editor.kernels import triton_status
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(triton_status()[0] is None, reason="triton not installed")
 
 

@@ -2,7 +2,7 @@
 DDIM sample with the edit prompt.
 
 The method lives in the pack (vrwkv/layout, patch, tuning, ddim) and, for the baseline, in
-bench/tune_a_video.py; this module supplies only what ComfyUI would around them: the model
+baselines/tune_a_video.py; this module supplies only what ComfyUI would around them: the model
 call in sigma space with transformer options and CFG (model.Guided), and the tuning step's
 loss as VRWKV Tune On Video's sampler computes it (one timestep and one noise draw for the
 whole clip, epsilon MSE through the denoiser).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import load_pack
+from tools.load_pack import load_pack
 
 from .model import Guided, ToyModel
 
@@ -78,7 +78,7 @@ def prepare(base: ToyModel, method: Method):
         options = {"patches": {"output_block_patch": [VRWKVPatch(blocks)]}}
         return model, options, [(n, p) for n, p in blocks.named_parameters() if p.requires_grad]
     if method.kind == "tav":
-        from bench.tune_a_video import tune_a_video
+        from baselines.tune_a_video import tune_a_video
         tav, params = tune_a_video(model.unet)
         return model, tav.transformer_options({}), params
     raise ValueError(f"unknown method kind {method.kind!r}; use plain, vrwkv or tav")

@@ -10,8 +10,8 @@ import functools
 import pytest
 import torch
 
-from test_vrwkv_blocks import make_patch, randomise_outputs, unet_inputs
-from tiny_unet import TinyUNet
+from test_blocks import make_patch, randomise_outputs, unet_inputs
+from toyworld.unet import latent_unet
 from vrwkv_editor.kernels import bi_wkv
 from vrwkv_editor.vrwkv import blocks
 
@@ -30,7 +30,7 @@ def without_syncs(fn):
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_unet_call_does_not_synchronise(backend, monkeypatch):
     monkeypatch.setattr(blocks, "bi_wkv", functools.partial(bi_wkv, backend=backend))
-    unet = TinyUNet().cuda()
+    unet = latent_unet().cuda()
     patch = make_patch(unet)
     randomise_outputs(patch)
     patch.to("cuda")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tiny_unet import TinyUNet
+from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
 from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights, resolve_inside, save_weights
@@ -15,7 +15,7 @@ from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights
 
 def trained_blocks(seed=0, placement="skip+mid"):
     torch.manual_seed(seed)
-    blocks = VRWKVBlocks(block_spec(unet_layout(TinyUNet()), placement, 0, hidden_ratio=2))
+    blocks = VRWKVBlocks(block_spec(unet_layout(latent_unet()), placement, 0, hidden_ratio=2))
     with torch.no_grad():
         for p in blocks.parameters():
             p.add_(torch.randn_like(p))
@@ -98,20 +98,20 @@ def test_non_finite_weights_are_refused_on_load(tmp_path):
 
 def test_a_file_saved_before_the_lean_options_loads_and_computes_as_it_did():
     """tests/data/weights_0.1.0.safetensors was saved by the 0.1.0 blocks (a spec without the
-    lean-option keys; TinyUNet, skip+mid, hidden ratio 2, perturbed parameters); the UNet
-    output it gave then is stored beside it. Today's code must build the same blocks from
-    its layout metadata and give that output."""
+    lean-option keys; skip+mid, hidden ratio 2, perturbed parameters); the output that code
+    gave on latent_unet() is stored beside it (its metadata names the commit). Today's code
+    must build the same blocks from its layout metadata and give that output."""
     from safetensors.torch import load_file
 
     from vrwkv_editor.vrwkv.patch import VRWKVPatch
-    data = Path(__file__).parent / "data"
+    data = Path(__file__).resolve().parents[1] / "data"
     spec, state, _, _ = load_weights(data / "weights_0.1.0.safetensors")
     assert "fused_mix" not in spec                       # the old layout, as saved
     blocks = VRWKVBlocks(spec)
     check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, "weights_0.1.0")
     blocks.load_state_dict(state)
     torch.manual_seed(0)
-    unet = TinyUNet()
+    unet = latent_unet()
     g = torch.Generator().manual_seed(0)
     x, t, context = torch.randn(6, 4, 8, 8, generator=g), torch.full((6,), 500.0), torch.randn(6, 5, 12, generator=g)
     with torch.no_grad():

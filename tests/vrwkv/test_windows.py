@@ -1,14 +1,14 @@
 """Long clips in windows: the window schedule and its blending, the fixed decay
 normalisation, the Bi-WKV carry inside a block and through a whole UNet
-(tests/tiny_unet.py) via the context-window wrapper."""
+(toyworld/unet.py: latent_unet) via the context-window wrapper."""
 
 import copy
 
 import pytest
 import torch
 
-from test_vrwkv_blocks import make_patch, randomise_outputs, unet_inputs
-from tiny_unet import TinyUNet
+from test_blocks import make_patch, randomise_outputs, unet_inputs
+from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.carry import FrameCarry
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
@@ -89,7 +89,7 @@ def test_block_windows_with_exact_carry_equal_the_whole_clip(lean):
 
 
 def test_norm_frames_is_saved_with_the_weights_and_old_files_load(tmp_path):
-    unet = TinyUNet()
+    unet = latent_unet()
     patch = make_patch(unet)
     old = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec)
     spec, state, _, _ = load_weights(old)
@@ -114,7 +114,7 @@ def windowed(wrapper, unet, x, t, context, opts):
 
 
 def tuned_unet(norm_frames):
-    unet = TinyUNet()
+    unet = latent_unet()
     patch = make_patch(unet)
     randomise_outputs(patch)
     with torch.no_grad():                 # token shift in use: the frame before a window matters

@@ -1,7 +1,7 @@
 """Trains the toy text-to-image model on single frames of the toy world (as SD1.5 is an image
 model), deterministic from a seed and resumable.
 
-    python -m bench.toyworld.train --out bench/toyworld/weights/toy_unet.safetensors
+    python -m toyworld.train --out toyworld/weights/toy_unet.safetensors
 
 An epsilon model on SD1.5's schedule whose network fits v (see unet.ToyUNet; MSE on v), AdamW with linear warm-up and cosine decay, an
 EMA of the weights (the EMA is what is evaluated and saved), 10% of captions dropped to the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bench import load_pack
+from tools.load_pack import load_pack
 
 from .detector import detect
 from .model import Guided, ToyModel, save_model
@@ -94,7 +94,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     resume = out.with_name(out.name + ".resume.pt")
-    command = "python -m bench.toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv)
 
     torch.manual_seed(args.seed)
     model = ToyModel({"base": args.base, "mult": tuple(args.mult), "attention_levels": (1, 2)})
