@@ -39,27 +39,26 @@ from toyworld.world import Spec, make_clip
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
-from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT, PAPER  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHIPPED_LR = 3e-5          # VRWKV Tune On Video's default learning rate, and Tune-A-Video's recipe
 TUNED_LR = 1e-3            # Tune-A-Video at a rate where its layers move as far as VRWKV's blocks
 TUNED = f"lr {TUNED_LR:g}"
-LEAN = tuple(LEAN_BLOCK.items())      # VRWKV Patch Model's default block; the ablations change one thing of it
 METHODS = [
     Method("per-frame (no tuning)", "plain"),
     Method("Tune-A-Video", "tav", lr=SHIPPED_LR),
     Method(f"Tune-A-Video, {TUNED}", "tav", lr=TUNED_LR),
-    Method("VRWKV as shipped", "vrwkv", lr=SHIPPED_LR, block=LEAN),
-    Method("VRWKV, blocks at the recipe's lr (x1)", "vrwkv", lr=SHIPPED_LR, block=LEAN, block_lr_multiplier=1.0),
-    Method("VRWKV, the paper's block", "vrwkv", lr=SHIPPED_LR),
-    Method("VRWKV, temporal mix off (mu = 1)", "vrwkv", lr=SHIPPED_LR, block=LEAN, freeze_mu=True),
-    Method("VRWKV, decay scaled per frame", "vrwkv", lr=SHIPPED_LR, block=LEAN, decay_scaling="frame"),
-    Method("VRWKV, decay not scaled", "vrwkv", lr=SHIPPED_LR, block=LEAN, decay_scaling="none"),
-    Method("VRWKV, placement skip", "vrwkv", lr=SHIPPED_LR, block=LEAN, placement="skip"),
-    Method("VRWKV, placement mid", "vrwkv", lr=SHIPPED_LR, block=LEAN, placement="mid"),
-    Method("VRWKV, half resolution and below", "vrwkv", lr=SHIPPED_LR, block=LEAN, resolution="half and below"),
+    Method("VRWKV as shipped", "vrwkv", lr=SHIPPED_LR),
+    Method("VRWKV, blocks at the recipe's lr (x1)", "vrwkv", lr=SHIPPED_LR, block_lr_multiplier=1.0),
+    Method("VRWKV, the paper's block", "vrwkv", lr=SHIPPED_LR, config=PAPER),
+    Method("VRWKV, temporal mix off (mu = 1)", "vrwkv", lr=SHIPPED_LR, freeze_mu=True),
+    Method("VRWKV, decay scaled per frame", "vrwkv", lr=SHIPPED_LR, decay_scaling="frame"),
+    Method("VRWKV, decay not scaled", "vrwkv", lr=SHIPPED_LR, decay_scaling="none"),
+    Method("VRWKV, placement skip", "vrwkv", lr=SHIPPED_LR, config=DEFAULT.replace(placement="skip")),
+    Method("VRWKV, placement mid", "vrwkv", lr=SHIPPED_LR, config=DEFAULT.replace(placement="mid")),
+    Method("VRWKV, half resolution and below", "vrwkv", lr=SHIPPED_LR, config=DEFAULT.replace(min_level=1)),
 ]
 QUICK_METHODS = [METHODS[0], METHODS[1], METHODS[3]]
 # (path kind, object, path seed, edits as (colour, shape))
@@ -232,8 +231,7 @@ def table(rows: dict, reference: dict, settings: Settings, frames: int, seeds: l
         f"DDIM {settings.ddim_steps} steps for inversion (source prompt, cfg 1, refine 0) and sampling (cfg "
         f"{settings.cfg}, eta 0); seeds {seeds} (tuning noise and timesteps; per-frame editing has no random "
         "draw, so one seed). Gradient checkpointing off (it changes time and memory, not results). "
-        f"VRWKV as shipped: VRWKV Patch Model's default block ({', '.join(f'{k} {v}' for k, v in LEAN)}), "
-        f"placement skip+mid, all levels, decay scaled by the clip's length, lr {SHIPPED_LR} "
+        f"VRWKV as shipped: VRWKV Patch Model's default ({DEFAULT}), decay scaled by the clip's length, lr {SHIPPED_LR} "
         f"(blocks x{BLOCK_LR_MULTIPLIER:g}, temporal parameters x{TEMPORAL_LR_MULTIPLIER:g}: the nodes' defaults); "
         "the other VRWKV rows change one of these (the paper's block: channel mix 4x, full projections, "
         f"unfused). Tune-A-Video: baselines/tune_a_video.py, its recipe's lr {SHIPPED_LR}, and at {TUNED_LR:g}. "

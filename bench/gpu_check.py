@@ -194,21 +194,22 @@ def real_block(device, dry):
     default: fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
     windows with exact carry against the whole clip, and a bf16-autocast tuning step with
     checkpointing."""
-    from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK, VRWKVBlock3D
-    # the blocks a user gets: the paper's (the option defaults) and VRWKV Patch Model's default
-    real_blocks = {"paper block": {}, "lean (node default)": LEAN_BLOCK}
+    from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
+    from vrwkv_editor.vrwkv.config import DEFAULT, PAPER
+    # the blocks a user gets: the paper's and VRWKV Patch Model's default
+    real_blocks = {"paper block": PAPER, "node default": DEFAULT}
     C, Cg, frames, size = (8, 16, 4, 4) if dry else (320, 640, 24, 64)
     x = torch.randn(2 * frames, C, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
     gate = torch.randn(2 * frames, Cg, size, size, device=device, generator=torch.Generator(device).manual_seed(1))
     rows, ok = [], True
-    for kind, options in real_blocks.items():
+    for kind, config in real_blocks.items():
         torch.manual_seed(0)
-        block = tuned_like(VRWKVBlock3D(C, Cg, **options).to(device))
+        block = tuned_like(VRWKVBlock3D(C, Cg, config).to(device))
         with torch.inference_mode():
             ref = block(x, frames, gate)
-        half = VRWKVBlock3D(C, Cg, **options).to(device, torch.float16)
+        half = VRWKVBlock3D(C, Cg, config).to(device, torch.float16)
         half.load_state_dict(block.state_dict())
-        cast = VRWKVBlock3D(C, Cg, **options, sample_in_unet_dtype=True).to(device)
+        cast = VRWKVBlock3D(C, Cg, config.replace(half_precision_sampling=True)).to(device)
         cast.load_state_dict(block.state_dict())
         for name, model in (("fp16 features, fp32 block (the default)", block), ("fp16 block", half),
                             ("fp16 features, half_precision_sampling", cast)):

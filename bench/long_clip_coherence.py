@@ -29,7 +29,9 @@ from toyworld.world import Spec, make_clip
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
+from vrwkv_editor.vrwkv.config import PAPER  # noqa: E402
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
+from vrwkv_editor.vrwkv.patch import find_patch  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import TuneSettings, draw_window, epsilon_loss, param_groups, tune  # noqa: E402
 from vrwkv_editor.vrwkv.windows import ContextWindows, frame_windows  # noqa: E402
 
@@ -102,8 +104,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     base, _ = load_model()
     clip, _ = make_clip("zigzag", args.frames, Spec("red", "circle", "large", 0, 0), 1)
-    model, options, params = prepare(base, Method("vrwkv", "vrwkv", lr=args.lr))
-    options["patches"]["output_block_patch"][0].blocks.set_norm_frames(args.window)
+    model, options, params = prepare(base, Method("vrwkv", "vrwkv", lr=args.lr, config=PAPER))
+    find_patch(options).blocks.set_norm_frames(args.window)
     t0 = time.perf_counter()
     losses = tune_windowed(model, options, params, clip, args.tune_steps, args.lr, args.window)
     print(f"tuned {args.tune_steps} steps in {time.perf_counter() - t0:.0f} s, last loss {losses[-1]:.4f}", flush=True)

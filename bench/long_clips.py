@@ -39,12 +39,13 @@ def patched_model(depth):
     from .comfy_model import load_pack_in_comfy, random_sd15
     base = random_sd15(depth)
     load_pack_in_comfy()
+    from vrwkv_editor.nodes.common import require_patch
     from vrwkv_editor.nodes.patch_model import apply_vrwkv
+    from vrwkv_editor.vrwkv.config import PAPER
     from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
     with torch.inference_mode():
-        model = apply_vrwkv(base, block_spec(unet_layout(base.get_model_object("diffusion_model")), "skip+mid", 0))
-    patch = model.model_options["transformer_options"]["patches"]["output_block_patch"][0]
-    patch.blocks.set_norm_frames(WINDOW)                   # as tuned on 16-frame windows
+        model = apply_vrwkv(base, block_spec(unet_layout(base.get_model_object("diffusion_model")), PAPER))
+    require_patch(model, "long_clips").blocks.set_norm_frames(WINDOW)     # as tuned on 16-frame windows
     return model
 
 
@@ -84,7 +85,8 @@ def sampling_case(depth, frames, windowed):
 def tuning_case(depth, frames, windowed):
     model = patched_model(depth)
     from vrwkv_editor.nodes.tune import VRWKVTuneOnVideo
-    model.model_options["transformer_options"]["patches"]["output_block_patch"][0].blocks.spec.pop("norm_frames")
+    from vrwkv_editor.nodes.common import require_patch
+    require_patch(model, "long_clips").blocks.spec.pop("norm_frames")
     g = torch.Generator().manual_seed(0)
     latent = {"samples": torch.randn(frames, 4, SIZE, SIZE, generator=g)}
     cond = [[torch.randn(1, 77, 768, generator=g), {}]]

@@ -36,26 +36,25 @@ import torch
 from . import load_pack, machine_name
 
 load_pack()    # nothing in the pack imports ComfyUI at import time
-from vrwkv_editor.vrwkv.blocks import LEAN_BLOCK  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT, PAPER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "tune-a-video"
-# name -> VRWKV Patch Model's choices (placement, resolution) and block options; plain and
-# tune-a-video are the baselines. "shipped" is the node's default before issue 10.
+# name -> the VRWKV configuration (vrwkv/config.py); plain and tune-a-video are the baselines.
+# "shipped" is the paper's block (the node's default before issue 10), "lean" the node's default.
 CONFIGS = {
     "plain": None,
     "tune-a-video": None,
-    "shipped": {"placement": "skip+mid", "resolution": "all"},
-    "mid": {"placement": "mid", "resolution": "all"},
-    "cm1": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 1},
-    "cm0": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0},
-    "cm0-r4": {"placement": "skip+mid", "resolution": "all", "hidden_ratio": 0, "rank_ratio": 0.25},
-    "fused": {"placement": "skip+mid", "resolution": "all", "fused_mix": True},
-    "lean": {"placement": "skip+mid", "resolution": "all", **LEAN_BLOCK},          # the node's default
-    "lean-merge": {"placement": "skip+mid", "resolution": "all", **LEAN_BLOCK, "skip_fusion": "merge"},
-    "lean-half": {"placement": "skip+mid", "resolution": "half and below", **LEAN_BLOCK},
-    "lean-cm1-half": {"placement": "skip+mid", "resolution": "half and below", "hidden_ratio": 1,
-                      "rank_ratio": 0.25, "fused_mix": True},
+    "shipped": PAPER,
+    "mid": PAPER.replace(placement="mid"),
+    "cm1": PAPER.replace(channel_mix=1),
+    "cm0": PAPER.replace(channel_mix=0),
+    "cm0-r4": PAPER.replace(channel_mix=0, rank=0.25),
+    "fused": PAPER.replace(fused_rkv=True),
+    "lean": DEFAULT,
+    "lean-merge": DEFAULT.replace(skip_fusion="merge"),
+    "lean-half": DEFAULT.replace(min_level=1),
+    "lean-cm1-half": DEFAULT.replace(channel_mix=1, min_level=1),
 }
 PHASES = ("tune", "invert", "sample")
 
@@ -158,15 +157,14 @@ def one_case(config: str, frames: int, size: int, depth: str, checkpointing: boo
     else:
         from vrwkv_editor.nodes.patch_model import apply_vrwkv
         from vrwkv_editor.nodes.tune import VRWKVTuneOnVideo
-        from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
-        choice = dict(CONFIGS[config])
-        placement, level = choice.pop("placement"), LEVEL_CHOICES[choice.pop("resolution")]
-        spec = block_spec(unet_layout(base.get_model_object("diffusion_model")), placement, level, **choice)
+        from vrwkv_editor.nodes.common import require_patch
+        from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
+        spec = block_spec(unet_layout(base.get_model_object("diffusion_model")), CONFIGS[config])
 
         def tuning(n):
             with torch.inference_mode():
                 model = apply_vrwkv(base, spec)
-                blocks = model.model_options["transformer_options"]["patches"]["output_block_patch"][0].blocks
+                blocks = require_patch(model, "pipeline_cost").blocks
                 state.update(model=model, trained=sum(p.numel() for p in blocks.parameters()),
                              patch_bytes=sum(p.numel() * p.element_size() for p in blocks.parameters()))
                 VRWKVTuneOnVideo().tune(model, latent, cond, n, 3e-5, 0, "vrwkv", checkpointing, "auto")
@@ -197,7 +195,7 @@ def sampling_side_by_side(configs: list, frames: int, size: int, depth: str, ste
     import comfy.ldm.modules.attention
     from vrwkv_editor.nodes.ddim import VRWKVKSampler
     from vrwkv_editor.nodes.patch_model import apply_vrwkv
-    from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
+    from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
     g = torch.Generator().manual_seed(0)
     latent = {"samples": torch.randn(frames, 4, size, size, generator=g)}
     cond, uncond = ([[torch.randn(1, 77, 768, generator=g), {}]] for _ in range(2))
@@ -210,10 +208,8 @@ def sampling_side_by_side(configs: list, frames: int, size: int, depth: str, ste
                 unet = base.get_model_object("diffusion_model")
                 models[config] = TuneAVideo(unet, comfy.ldm.modules.attention.optimized_attention).apply(base)
             else:
-                choice = dict(CONFIGS[config])
-                placement, level = choice.pop("placement"), LEVEL_CHOICES[choice.pop("resolution")]
                 layout = unet_layout(base.get_model_object("diffusion_model"))
-                models[config] = apply_vrwkv(base, block_spec(layout, placement, level, **choice))
+                models[config] = apply_vrwkv(base, block_spec(layout, CONFIGS[config]))
         times = {config: [] for config in configs}
         for _ in range(rounds):
             for config, model in models.items():

@@ -51,7 +51,8 @@ def main(argv=None):
     base = random_sd15("full")
     pack = load_pack_in_comfy()
     from vrwkv_editor.nodes.common import find_patch
-    from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, PLACEMENTS
+    from vrwkv_editor.vrwkv.config import PLACEMENTS
+    from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES
     patch_node = pack.NODE_CLASS_MAPPINGS["VRWKVPatchModel"]()
     device = base.load_device.type
     unet_params = sum(p.numel() for p in base.model.diffusion_model.parameters())

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..vrwkv import patch as patch_location
 from ..vrwkv.patch import VRWKVPatch
 
 log = logging.getLogger("vrwkv_editor")
@@ -34,9 +35,12 @@ def require_sd15(model, node: str) -> None:
 
 def find_patch(model) -> VRWKVPatch | None:
     """The VRWKV patch registered on a MODEL (ModelPatcher), if any."""
-    patches = model.model_options.get("transformer_options", {}).get("patches", {})
-    found = [p for p in patches.get("output_block_patch", []) if isinstance(p, VRWKVPatch)]
-    return found[-1] if found else None
+    return patch_location.find_patch(model.model_options.get("transformer_options", {}))
+
+
+def replace_patch(model, old: VRWKVPatch, new: VRWKVPatch) -> None:
+    """Registers `new` on the MODEL (a clone of the one `old` came with) in `old`'s place."""
+    patch_location.replace_patch(model.model_options["transformer_options"], old, new)
 
 
 def require_patch(model, node: str) -> VRWKVPatch:

@@ -1,20 +1,27 @@
 """VRWKV Patch Model: adds 3D-VRWKV blocks to an SD1.5 MODEL's skip connections and mid block."""
 
-from ..vrwkv.blocks import LEAN_BLOCK, SKIP_FUSIONS
-from ..vrwkv.layout import LEVEL_CHOICES, PLACEMENTS, block_spec, unet_layout
+from ..vrwkv.config import DEFAULT, PLACEMENTS, SKIP_FUSIONS, BlockConfig
+from ..vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
 from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from ..vrwkv.weights import check_state_matches, load_weights
 from .common import CATEGORY, find_patch, log, require_sd15, weights_files, weights_folder
 
 NONE = "none"
-# Lean block options (vrwkv/blocks.py): widget choice -> block spec value. The defaults
-# (blocks.LEAN_BLOCK: no channel mix, rank-1/4 projections, fused r/k/v pass) are chosen in
-# issue 10's note from bench/results/pipeline_cost_*.md and quality_cpu.md; the paper's block
-# is 4x, full, unfused.
+# Widget choices -> BlockConfig values; the widgets' defaults are config.DEFAULT's.
 CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
 PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
-DEFAULT_CHANNEL_MIX = next(k for k, v in CHANNEL_MIX.items() if v == LEAN_BLOCK["hidden_ratio"])
-DEFAULT_PROJECTIONS = next(k for k, v in PROJECTIONS.items() if v == LEAN_BLOCK["rank_ratio"])
+
+
+def choice(table: dict, value) -> str:
+    return next(k for k, v in table.items() if v == value)
+
+
+def widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
+                  half_precision_sampling) -> BlockConfig:
+    """The node's widgets as a BlockConfig."""
+    return BlockConfig(placement=placement, min_level=LEVEL_CHOICES[resolution], channel_mix=CHANNEL_MIX[channel_mix],
+                       rank=PROJECTIONS[projections], fused_rkv=fused_rkv, skip_fusion=skip_fusion,
+                       half_precision_sampling=half_precision_sampling)
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -26,7 +33,7 @@ def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict 
         raise ValueError(f"{source}: this MODEL already has VRWKV blocks; connect the checkpoint's MODEL "
                          "instead (or use the patched MODEL as it is)")
     layout = unet_layout(model.get_model_object("diffusion_model"))
-    expected = block_spec(layout, spec["placement"], spec["min_level"], spec["hidden_ratio"])["blocks"]
+    expected = block_spec(layout, BlockConfig.from_spec(spec))["blocks"]
     for name, b in spec["blocks"].items():
         if expected.get(name) != b:
             raise ValueError(f"{source}: block {name!r} of the weights ({b}) does not fit this UNet "
@@ -71,10 +78,10 @@ class VRWKVPatchModel:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.5 model (from Load Checkpoint)."}),
-                "placement": (list(PLACEMENTS), {"default": "skip+mid", "tooltip":
+                "placement": (list(PLACEMENTS), {"default": DEFAULT.placement, "tooltip":
                               "Where the blocks go: fusing each encoder skip with the decoder (skip), on the "
                               "mid-block output (mid), or both as in the paper (skip+mid)."}),
-                "resolution": (list(LEVEL_CHOICES), {"default": "all", "tooltip":
+                "resolution": (list(LEVEL_CHOICES), {"default": choice(LEVEL_CHOICES, DEFAULT.min_level), "tooltip":
                                "Which UNet levels get blocks. High-resolution levels hold most tokens: "
                                "'half and below' or 'quarter and below' save most memory on long or large clips."}),
             },
@@ -82,40 +89,39 @@ class VRWKVPatchModel:
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
                             "placement, resolution and the block options below (all but half_precision_sampling)."}),
-                "channel_mix": (list(CHANNEL_MIX), {"default": DEFAULT_CHANNEL_MIX, "tooltip":
+                "channel_mix": (list(CHANNEL_MIX), {"default": choice(CHANNEL_MIX, DEFAULT.channel_mix), "tooltip":
                                 "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
                                 "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
                                 "narrower one trains faster with less memory."}),
-                "projections": (list(PROJECTIONS), {"default": DEFAULT_PROJECTIONS, "tooltip":
+                "projections": (list(PROJECTIONS), {"default": choice(PROJECTIONS, DEFAULT.rank), "tooltip":
                                 "The r, k, v and output projections of each block: full matrices, or two thin "
                                 "factors through a fraction of the channels (fewer parameters, less optimiser "
                                 "memory)."}),
-                "skip_fusion": (list(SKIP_FUSIONS), {"default": "gate", "tooltip":
+                "skip_fusion": (list(SKIP_FUSIONS), {"default": DEFAULT.skip_fusion, "tooltip":
                                 "How a skip block uses the decoder feature: 'gate' lets it only gate the encoder "
                                 "skip; 'merge' feeds both into the bidirectional mixing (the paper's merge of "
                                 "skip and decoder features; wider key/value projections)."}),
-                "fused_rkv": ("BOOLEAN", {"default": LEAN_BLOCK["fused_mix"], "tooltip":
+                "fused_rkv": ("BOOLEAN", {"default": DEFAULT.fused_rkv, "tooltip":
                               "Compute r, k and v in one pass (one projection, one frame interpolation, one "
                               "convolution over their concatenated channels) instead of three."}),
-                "half_precision_sampling": ("BOOLEAN", {"default": False, "tooltip":
+                "half_precision_sampling": ("BOOLEAN", {"default": DEFAULT.half_precision_sampling, "tooltip":
                                             "When the UNet samples in float16/bfloat16 (GPUs), run the blocks in "
                                             "that precision too instead of float32: faster, slightly less exact. "
                                             "Tuning always runs in the blocks' own precision."}),
             },
         }
 
-    def patch(self, model, placement, resolution, weights=NONE, channel_mix=DEFAULT_CHANNEL_MIX,
-              projections=DEFAULT_PROJECTIONS, skip_fusion="gate", fused_rkv=LEAN_BLOCK["fused_mix"],
-              half_precision_sampling=False):
+    def patch(self, model, placement, resolution, weights=NONE, channel_mix=choice(CHANNEL_MIX, DEFAULT.channel_mix),
+              projections=choice(PROJECTIONS, DEFAULT.rank), skip_fusion=DEFAULT.skip_fusion,
+              fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
                 log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
-            spec = {**spec, "sample_in_unet_dtype": half_precision_sampling}    # a run-time choice, not a layout
+            config = BlockConfig.from_spec(spec).replace(half_precision_sampling=half_precision_sampling)
+            spec = {**spec, **config.to_spec()}     # half-precision sampling is a run-time choice, not a layout
             return (apply_vrwkv(model, spec, state, base, info),)
         require_sd15(model, "VRWKV Patch Model")
-        layout = unet_layout(model.get_model_object("diffusion_model"))
-        spec = block_spec(layout, placement, LEVEL_CHOICES[resolution], CHANNEL_MIX[channel_mix],
-                          rank_ratio=PROJECTIONS[projections], fused_mix=fused_rkv, skip_fusion=skip_fusion,
-                          sample_in_unet_dtype=half_precision_sampling)
-        return (apply_vrwkv(model, spec),)
+        config = widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
+                               half_precision_sampling)
+        return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config)),)

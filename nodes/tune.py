@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window,
                             epsilon_loss, param_groups, tune)
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
-                     out_of_memory, require_patch, show_on_node)
+                     out_of_memory, replace_patch, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
 from .sampling import require_eps_model
 from .weights import save_patch
@@ -271,8 +271,7 @@ class VRWKVTuneOnVideo:
             tuned = model.clone()
             source = require_patch(model, NODE)
             patch = source.copy()                       # our own blocks: the input MODEL keeps its own
-            patch_list = tuned.model_options["transformer_options"]["patches"]["output_block_patch"]
-            patch_list[patch_list.index(source)] = patch
+            replace_patch(tuned, source, patch)
             for p in patch.blocks.parameters():
                 p.requires_grad_(True)
             if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps the length it was tuned with

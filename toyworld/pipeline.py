@@ -20,9 +20,10 @@ from .model import Guided, ToyModel
 
 load_pack()
 from vrwkv_editor.vrwkv.blocks import SpatialMix3D  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT, BlockConfig  # noqa: E402
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
-from vrwkv_editor.vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout  # noqa: E402
-from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch  # noqa: E402
+from vrwkv_editor.vrwkv.layout import block_spec, unet_layout  # noqa: E402
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, with_patch  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import TuneSettings, epsilon_loss, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
@@ -37,17 +38,14 @@ DECAY_SCALINGS = ("length", "frame", "none")
 @dataclass(frozen=True)
 class Method:
     """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
-    pack's blocks, placement / resolution as VRWKV Patch Model's inputs) or "tav"
-    (Tune-A-Video). block: VRWKV block options as (name, value) pairs (layout.block_spec's;
-    () = the paper's block). freeze_mu keeps every mu at its initial 1 (no temporal
-    interpolation); decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier replaces
-    the tuning's (vrwkv/tuning.py) where given."""
+    pack's blocks, built from `config` as VRWKV Patch Model builds them) or "tav"
+    (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation);
+    decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier replaces the tuning's
+    (vrwkv/tuning.py) where given."""
     name: str
     kind: str
     lr: float = 3e-5
-    placement: str = "skip+mid"
-    resolution: str = "all"
-    block: tuple = ()
+    config: BlockConfig = DEFAULT
     freeze_mu: bool = False
     decay_scaling: str = "length"
     block_lr_multiplier: float | None = None
@@ -69,13 +67,12 @@ def prepare(base: ToyModel, method: Method):
     if method.kind == "plain":
         return model, {}, []
     if method.kind == "vrwkv":
-        spec = block_spec(unet_layout(model.unet), method.placement, LEVEL_CHOICES[method.resolution],
-                          **dict(method.block))
+        spec = block_spec(unet_layout(model.unet), method.config)
         blocks = VRWKVBlocks(spec)
         scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
-        options = {"patches": {"output_block_patch": [VRWKVPatch(blocks)]}}
+        options = with_patch({}, VRWKVPatch(blocks))
         return model, options, [(n, p) for n, p in blocks.named_parameters() if p.requires_grad]
     if method.kind == "tav":
         from baselines.tune_a_video import tune_a_video

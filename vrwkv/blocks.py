@@ -14,12 +14,8 @@ RWKV token shift along time), then a depthwise 3x3 convolution mixes each frame 
 Output projections start at zero and the blocks are residual, so a freshly built block is
 an exact identity; "local" init (1.0) of decay, bonus and every mu.
 
-Lean options (BLOCK_OPTIONS, recorded in the block spec; their defaults build the 0.1.0
-block, so older weights files load unchanged): channel-mix width `hidden_ratio` (0: no
-channel mix), low-rank projections `rank_ratio`, one fused temporal-mix pass for r, k, v
-`fused_mix`, skip fusion `"merge"` (k and v read the skip and the decoder feature, so the
-Bi-WKV mixes both; `"gate"`: the decoder feature only gates through r), and
-`sample_in_unet_dtype` (without gradients, a half-precision UNet's blocks compute in its dtype).
+What a block holds (channel-mix width, low-rank projections, one fused r/k/v pass, how a skip
+block reads the decoder feature, half-precision sampling) is a config.BlockConfig.
 """
 
 import torch
@@ -30,23 +26,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ..kernels import bi_wkv
-
-
-BLOCK_OPTIONS = {"rank_ratio": None, "fused_mix": False, "skip_fusion": "gate", "sample_in_unet_dtype": False}
-# The block VRWKV Patch Model builds by default (bench/results/pipeline_cost_*.md, quality_cpu.md):
-# no channel mix, rank-1/4 projections, one fused r/k/v pass. {} builds the paper's (0.1.0) block.
-LEAN_BLOCK = {"hidden_ratio": 0, "rank_ratio": 0.25, "fused_mix": True}
-SKIP_FUSIONS = ("gate", "merge")
-
-
-def check_skip_fusion(skip_fusion: str) -> None:
-    if skip_fusion not in SKIP_FUSIONS:
-        raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {skip_fusion!r}")
-
-
-def block_options(spec: dict) -> dict:
-    """The lean options of a block spec, defaults filled in for specs saved before they existed."""
-    return {key: spec.get(key, default) for key, default in BLOCK_OPTIONS.items()}
+from .config import PAPER, BlockConfig
 
 
 def projection(in_ch: int, out_ch: int, rank_ratio: float | None, zero: bool = False) -> nn.Module:
@@ -151,7 +131,6 @@ class SpatialMix3D(nn.Module):
     def __init__(self, channels: int, gate_channels: int | None = None, rank_ratio: float | None = None,
                  fused_mix: bool = False, skip_fusion: str = "gate"):
         super().__init__()
-        check_skip_fusion(skip_fusion)
         self.merge = bool(gate_channels) and skip_fusion == "merge"   # k, v read cat(x, gate)
         kv_ch = channels + gate_channels if self.merge else channels
         self.fused_mix = fused_mix
@@ -237,26 +216,24 @@ class CastCache:
 
 class VRWKVBlock3D(nn.Module):
     """Pre-norm residual 3D-VRWKV block on (V*T, C, H, W) features:
-    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x) (no channel mix at hidden_ratio 0).
+    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x) (no channel mix at width 0).
 
     Without `gate_channels` the receptance reads x itself (the mid block); with it, it reads
     a second feature of that many channels (the skip fusion: x = skip, g = decoder). Runs
     in its parameters' dtype and returns the input dtype, so a fp16 UNet can carry an fp32
-    block; with `sample_in_unet_dtype`, calls without gradients on half-precision features
+    block; with half_precision_sampling, calls without gradients on half-precision features
     run a copy of the parameters in the features' dtype instead. An exact identity at init."""
 
-    def __init__(self, channels: int, gate_channels: int | None = None, hidden_ratio: float = 4,
-                 rank_ratio: float | None = None, fused_mix: bool = False, skip_fusion: str = "gate",
-                 sample_in_unet_dtype: bool = False):
+    def __init__(self, channels: int, gate_channels: int | None = None, config: BlockConfig = PAPER):
         super().__init__()
         self.channels, self.gate_channels = channels, gate_channels
         self.norm_x = nn.LayerNorm(channels)
         self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
-        self.spatial_mix = SpatialMix3D(channels, gate_channels, rank_ratio, fused_mix, skip_fusion)
-        self.norm_cm = nn.LayerNorm(channels) if hidden_ratio else None
-        self.channel_mix = ChannelMix3D(channels, hidden_ratio) if hidden_ratio else None
+        self.spatial_mix = SpatialMix3D(channels, gate_channels, config.rank, config.fused_rkv, config.skip_fusion)
+        self.norm_cm = nn.LayerNorm(channels) if config.channel_mix else None
+        self.channel_mix = ChannelMix3D(channels, config.channel_mix) if config.channel_mix else None
         self.gradient_checkpointing = False
-        self.sample_in_unet_dtype = sample_in_unet_dtype
+        self.sample_in_unet_dtype = config.half_precision_sampling
         self.cast = CastCache()
 
     def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:

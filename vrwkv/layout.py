@@ -8,9 +8,8 @@ decoder and skip channels and the resolution level (0 = latent size, 1 = half, .
 
 from dataclasses import dataclass
 
-from .blocks import BLOCK_OPTIONS, check_skip_fusion
+from .config import BlockConfig
 
-PLACEMENTS = ("skip+mid", "skip", "mid")
 # Resolution choices: the lowest level kept (0 keeps all). Lower resolutions hold far fewer
 # tokens, so dropping the high-resolution levels saves most of the memory.
 LEVEL_CHOICES = {"all": 0, "half and below": 1, "quarter and below": 2, "lowest only": 3}
@@ -60,36 +59,20 @@ def unet_layout(unet) -> UNetLayout:
     return UNetLayout(tuple(skips), mid_channels=skips[0].h_channels, mid_level=levels[-1])
 
 
-def block_spec(layout: UNetLayout, placement: str, min_level: int, hidden_ratio: float = 4, **options) -> dict:
-    """The blocks to build, as a JSON-able spec: {name: {"channels", "gate_channels", "level"}}
-    and the block options (hidden_ratio and blocks.BLOCK_OPTIONS, defaults filled in).
-    Skip blocks are named "skip_<output index>", the mid block "mid"."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    check_options(hidden_ratio, options)
+def block_spec(layout: UNetLayout, config: BlockConfig) -> dict:
+    """The blocks to build, as a JSON-able spec: the configuration's fields (BlockConfig.to_spec)
+    and "blocks": {name: {"channels", "gate_channels", "level"}}. Skip blocks are named
+    "skip_<output index>", the mid block "mid"."""
     blocks = {}
-    if "mid" in placement and layout.mid_level >= min_level:
+    if "mid" in config.placement and layout.mid_level >= config.min_level:
         blocks["mid"] = {"channels": layout.mid_channels, "gate_channels": None, "level": layout.mid_level}
-    if "skip" in placement:
+    if "skip" in config.placement:
         for p in layout.skips:
-            if p.level >= min_level:
+            if p.level >= config.min_level:
                 blocks[f"skip_{p.output_index}"] = {"channels": p.skip_channels, "gate_channels": p.h_channels,
                                                     "level": p.level}
     if not blocks:
         deepest = max(layout.mid_level, *(p.level for p in layout.skips))
         raise ValueError(f"no block selected: this UNet's lowest resolution level is {deepest}; "
                          "choose a resolution setting that keeps it")
-    return {"placement": placement, "min_level": min_level, "hidden_ratio": hidden_ratio,
-            **BLOCK_OPTIONS, **options, "blocks": blocks}
-
-
-def check_options(hidden_ratio: float, options: dict) -> None:
-    unknown = sorted(set(options) - set(BLOCK_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown block option {unknown[0]!r}; the options are {sorted(BLOCK_OPTIONS)}")
-    if hidden_ratio < 0:
-        raise ValueError(f"hidden_ratio must be >= 0 (0: no channel mix), got {hidden_ratio}")
-    rank = options.get("rank_ratio")
-    if rank is not None and not 0 < rank <= 1:
-        raise ValueError(f"rank_ratio must be in (0, 1] (or None for full-rank projections), got {rank}")
-    check_skip_fusion(options.get("skip_fusion", BLOCK_OPTIONS["skip_fusion"]))
+    return {**config.to_spec(), "blocks": blocks}

@@ -17,24 +17,23 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import SpatialMix3D, VRWKVBlock3D, block_options
+from .blocks import SpatialMix3D, VRWKVBlock3D
+from .config import BlockConfig
 from .windows import CONTEXT_KEY
 
 
 class VRWKVBlocks(nn.Module):
     """The blocks named in a spec from layout.block_spec. `block` builds one block from
-    (channels, gate_channels, hidden_ratio, **lean options): the benchmarks swap in baseline
-    mixers. spec["norm_frames"] (set by tuning, absent in older files) fixes the length the
-    decay is normalised by (blocks.SpatialMix3D)."""
+    (channels, gate_channels, BlockConfig): the benchmarks swap in baseline mixers.
+    spec["norm_frames"] (set by tuning, absent in older files) fixes the length the decay is
+    normalised by (blocks.SpatialMix3D)."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()
         self.spec = spec
-        options = block_options(spec)
-        self.blocks = nn.ModuleDict({
-            name: block(b["channels"], b["gate_channels"], spec["hidden_ratio"], **options)
-            for name, b in spec["blocks"].items()
-        })
+        self.config = BlockConfig.from_spec(spec)
+        self.blocks = nn.ModuleDict({name: block(b["channels"], b["gate_channels"], self.config)
+                                     for name, b in spec["blocks"].items()})
         self.set_norm_frames(spec.get("norm_frames"))
 
     def set_norm_frames(self, frames: int | None) -> None:
@@ -108,3 +107,25 @@ class VRWKVPatch(ModulePatch):
     def copy(self) -> "VRWKVPatch":
         """An independent patch with its own copy of the blocks (for tuning a clone)."""
         return VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas)
+
+
+# Where ComfyUI keeps the patch: transformer_options["patches"]["output_block_patch"], a list.
+def find_patch(transformer_options: dict) -> VRWKVPatch | None:
+    """The VRWKV patch among transformer options' output-block patches, if any."""
+    found = [p for p in transformer_options.get("patches", {}).get("output_block_patch", [])
+             if isinstance(p, VRWKVPatch)]
+    return found[-1] if found else None
+
+
+def replace_patch(transformer_options: dict, old: VRWKVPatch, new: VRWKVPatch) -> None:
+    """Puts `new` where `old` is registered (in place)."""
+    patches = transformer_options["patches"]["output_block_patch"]
+    patches[patches.index(old)] = new
+
+
+def with_patch(transformer_options: dict, patch: VRWKVPatch) -> dict:
+    """A copy of transformer options with `patch` registered after any output-block patches
+    there (for UNets called without a ModelPatcher, as ModelPatcher.set_model_output_block_patch does)."""
+    patches = dict(transformer_options.get("patches", {}))
+    patches["output_block_patch"] = list(patches.get("output_block_patch", [])) + [patch]
+    return {**transformer_options, "patches": patches}

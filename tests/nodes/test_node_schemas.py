@@ -44,3 +44,12 @@ def test_sd15_check():
         require_sd15(fake_model(context_dim=1024), "node")                           # SD2
     with pytest.raises(ValueError, match="not a diffusion MODEL"):
         require_sd15(SimpleNamespace(), "node")
+
+
+def test_patch_model_widget_defaults_build_the_default_config():
+    from vrwkv_editor.nodes.patch_model import VRWKVPatchModel, widget_config
+    from vrwkv_editor.vrwkv.config import DEFAULT
+    spec = VRWKVPatchModel.INPUT_TYPES()
+    widgets = {name: entry[1]["default"] for section in ("required", "optional")
+               for name, entry in spec[section].items() if name not in ("model", "weights")}
+    assert widget_config(**widgets) == DEFAULT

@@ -13,6 +13,7 @@ from toyworld.model import ToyModel, load_model, save_model
 from toyworld.text import tokenize
 from toyworld.unet import ToyUNet, attention
 from toyworld.world import PATH_KINDS, SIZE, Spec, make_clip, random_specs, render
+from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.blocks import SpatialMix3D
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
@@ -70,7 +71,7 @@ def test_pack_reads_the_layout_and_its_patch_is_an_identity_at_init():
     layout = unet_layout(unet)
     assert len(layout.skips) == len(unet.input_blocks) == len(unet.output_blocks)
     assert [p.level for p in layout.skips] == [2, 2, 1, 1, 0, 0]
-    spec = block_spec(layout, "skip+mid", 0)
+    spec = block_spec(layout, BlockConfig())
     assert set(spec["blocks"]) == {"mid", *(f"skip_{i}" for i in range(6))}
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     patch = VRWKVPatch(VRWKVBlocks(spec))
@@ -101,7 +102,7 @@ def test_attribute_consistency_counts_agreeing_neighbours_among_the_selected_fra
 @pytest.mark.parametrize("scaling", ["length", "frame", "none"])
 def test_decay_scaling_ablation_sets_the_per_token_decay_the_blocks_use(scaling):
     from toyworld.pipeline import scale_decay
-    spec = block_spec(unet_layout(small_unet()), "mid", 0)
+    spec = block_spec(unet_layout(small_unet()), BlockConfig("mid"))
     blocks = VRWKVBlocks(spec)
     scale_decay(blocks, scaling)
     mix = next(m for m in blocks.modules() if isinstance(m, SpatialMix3D))

@@ -13,13 +13,14 @@ from toyworld.unet import latent_unet
 from vrwkv_editor.kernels import bi_wkv
 from vrwkv_editor.vrwkv import blocks
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
+from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.layout import SkipPoint, block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, frames_per_video
 
 
 def make_patch(unet, placement="skip+mid", min_level=0, seed=0):
     torch.manual_seed(seed)
-    return VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), placement, min_level, hidden_ratio=2)))
+    return VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), BlockConfig(placement, min_level, channel_mix=2))))
 
 
 def randomise_outputs(patch, seed=1):
@@ -49,13 +50,13 @@ def test_layout_of_comfy_style_unet():
 
 def test_block_spec_options():
     layout = unet_layout(latent_unet())
-    assert set(block_spec(layout, "skip+mid", 0)["blocks"]) == {"mid", "skip_0", "skip_1", "skip_2", "skip_3"}
-    assert set(block_spec(layout, "skip", 1)["blocks"]) == {"skip_0", "skip_1"}
-    assert set(block_spec(layout, "mid", 0)["blocks"]) == {"mid"}
+    assert set(block_spec(layout, BlockConfig())["blocks"]) == {"mid", "skip_0", "skip_1", "skip_2", "skip_3"}
+    assert set(block_spec(layout, BlockConfig("skip", 1))["blocks"]) == {"skip_0", "skip_1"}
+    assert set(block_spec(layout, BlockConfig("mid"))["blocks"]) == {"mid"}
     with pytest.raises(ValueError, match="no block selected"):
-        block_spec(layout, "skip+mid", 3)
+        block_spec(layout, BlockConfig(min_level=3))
     with pytest.raises(ValueError, match="placement must be one of"):
-        block_spec(layout, "everywhere", 0)
+        BlockConfig("everywhere")
     with pytest.raises(ValueError, match="not an SD1.5-style UNet"):
         unet_layout(torch.nn.Linear(2, 2))
 
@@ -108,7 +109,7 @@ def test_every_frame_sees_the_whole_clip():
     """Tokens of all frames form one bidirectional sequence: changing the first frame
     changes the last frame's output and vice versa."""
     torch.manual_seed(0)
-    block = VRWKVBlock3D(8, hidden_ratio=2)
+    block = VRWKVBlock3D(8, config=BlockConfig(channel_mix=2))
     randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": block})))
     x = torch.randn(5, 8, 4, 4)
     first, last = x.clone(), x.clone()
@@ -142,10 +143,10 @@ CONTRIBUTION_RTOL = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1
                                                   (torch.float32, torch.float32)])
 def test_dtypes_and_frame_counts(frames, in_dtype, block_dtype, in_unet_dtype):
     """Half-precision features (and a bfloat16 block) give the float64 values within
-    CONTRIBUTION_RTOL, in the input's dtype and shape; with sample_in_unet_dtype an fp32
+    CONTRIBUTION_RTOL, in the input's dtype and shape; with half_precision_sampling an fp32
     block computes in the features' half dtype (without gradients), in its own otherwise."""
     torch.manual_seed(0)
-    reference = VRWKVBlock3D(6, gate_channels=4, hidden_ratio=2, sample_in_unet_dtype=in_unet_dtype)
+    reference = VRWKVBlock3D(6, 4, BlockConfig(channel_mix=2, half_precision_sampling=in_unet_dtype))
     randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": reference})))
     block = copy.deepcopy(reference).to(block_dtype)
     reference.double()
@@ -167,7 +168,7 @@ def test_dtypes_and_frame_counts(frames, in_dtype, block_dtype, in_unet_dtype):
 def test_half_precision_copy_follows_tuning():
     """The cast parameters are refreshed after an optimiser step changes the block."""
     torch.manual_seed(0)
-    block = VRWKVBlock3D(6, hidden_ratio=2, sample_in_unet_dtype=True)
+    block = VRWKVBlock3D(6, config=BlockConfig(channel_mix=2, half_precision_sampling=True))
     randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": block})))
     x = torch.randn(4, 6, 3, 3)
     with torch.no_grad():
@@ -180,15 +181,15 @@ def test_half_precision_copy_follows_tuning():
     assert torch.allclose(after.float(), fp32, atol=1e-2 * fp32.abs().max())
 
 
-# Lean options (vrwkv.blocks.BLOCK_OPTIONS and the channel-mix width), alone and together.
+# Block options (vrwkv.config.BlockConfig), alone and together.
 LEAN = {
-    "no channel mix": {"hidden_ratio": 0},
-    "channel mix 1x": {"hidden_ratio": 1},
-    "low rank": {"rank_ratio": 0.25},
-    "fused mix": {"fused_mix": True},
+    "no channel mix": {"channel_mix": 0},
+    "channel mix 1x": {"channel_mix": 1},
+    "low rank": {"rank": 0.25},
+    "fused mix": {"fused_rkv": True},
     "merge skip fusion": {"skip_fusion": "merge"},
-    "unet dtype": {"sample_in_unet_dtype": True},
-    "all": {"hidden_ratio": 0, "rank_ratio": 0.5, "fused_mix": True, "skip_fusion": "merge"},
+    "unet dtype": {"half_precision_sampling": True},
+    "all": {"channel_mix": 0, "rank": 0.5, "fused_rkv": True, "skip_fusion": "merge"},
 }
 
 
@@ -199,7 +200,7 @@ def test_lean_options_are_an_exact_identity_at_init_and_train(options):
     with torch.no_grad():
         ref = unet(x, t, context, opts)
     torch.manual_seed(0)
-    patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), "skip+mid", 0, **{"hidden_ratio": 2, **options})))
+    patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), BlockConfig(**{"channel_mix": 2, **options}))))
     opts["patches"] = {"output_block_patch": [patch]}
     out = unet(x, t, context, opts)
     assert torch.equal(out, ref)
@@ -218,25 +219,25 @@ def test_lean_options_build_what_they_name():
     layout = unet_layout(latent_unet())
 
     def blocks(**options):
-        return VRWKVBlocks(block_spec(layout, "skip+mid", 0, **{"hidden_ratio": 2, **options})).blocks
+        return VRWKVBlocks(block_spec(layout, BlockConfig(**{"channel_mix": 2, **options}))).blocks
 
     def count(module):
         return sum(p.numel() for p in module.parameters())
 
-    assert all(b.channel_mix is None for b in blocks(hidden_ratio=0).values())
-    assert count(blocks(hidden_ratio=1)["mid"].channel_mix.key) == 16 * 16
-    full, low = blocks()["mid"].spatial_mix, blocks(rank_ratio=0.25)["mid"].spatial_mix
+    assert all(b.channel_mix is None for b in blocks(channel_mix=0).values())
+    assert count(blocks(channel_mix=1)["mid"].channel_mix.key) == 16 * 16
+    full, low = blocks()["mid"].spatial_mix, blocks(rank=0.25)["mid"].spatial_mix
     assert count(low.key.proj) == 2 * 16 * 4 and count(full.key.proj) == 16 * 16
     assert count(low.output) == 2 * 16 * 4
     merged = blocks(skip_fusion="merge")
     assert merged["skip_1"].spatial_mix.key.proj.in_features == 8 + 16       # skip + decoder channels
     assert merged["mid"].spatial_mix.key.proj.in_features == 16              # the mid block has no gate
     with pytest.raises(ValueError, match="skip_fusion must be one of"):
-        block_spec(layout, "skip", 0, skip_fusion="concat")
-    with pytest.raises(ValueError, match="unknown block option 'rank'"):
-        block_spec(layout, "skip", 0, rank=4)
-    with pytest.raises(ValueError, match=r"rank_ratio must be in \(0, 1\]"):
-        block_spec(layout, "skip", 0, rank_ratio=2)
+        BlockConfig(skip_fusion="concat")
+    with pytest.raises(ValueError, match=r"rank must be in \(0, 1\]"):
+        BlockConfig(rank=2)
+    with pytest.raises(ValueError, match="channel_mix must be >= 0"):
+        BlockConfig(channel_mix=-1)
 
 
 @pytest.mark.parametrize("skip_fusion", ["gate", "merge"])
@@ -244,7 +245,7 @@ def test_merge_feeds_the_decoder_feature_into_the_bi_wkv(skip_fusion):
     """With "merge" the keys and values (what Bi-WKV mixes) depend on the decoder feature;
     with "gate" only the receptance does."""
     torch.manual_seed(0)
-    mix = VRWKVBlock3D(8, gate_channels=4, hidden_ratio=0, skip_fusion=skip_fusion).spatial_mix
+    mix = VRWKVBlock3D(8, 4, BlockConfig(channel_mix=0, skip_fusion=skip_fusion)).spatial_mix
     x, g = torch.randn(1, 2, 3, 3, 8), torch.randn(1, 2, 3, 3, 4)
     with torch.no_grad():
         r, k, v = mix.receptance_key_value(x, g)
@@ -269,7 +270,7 @@ def test_fused_mix_is_one_pass(gate_channels):
     the mid block, two for a skip block) for r, k and v; unfused: three of each."""
     def ops(fused):
         torch.manual_seed(0)
-        mix = VRWKVBlock3D(8, gate_channels, hidden_ratio=0, fused_mix=fused).spatial_mix
+        mix = VRWKVBlock3D(8, gate_channels, BlockConfig(channel_mix=0, fused_rkv=fused)).spatial_mix
         x = torch.randn(1, 2, 3, 3, 8)
         g = x if gate_channels is None else torch.randn(1, 2, 3, 3, gate_channels)
         with torch.no_grad(), OpCount() as counted:
@@ -282,7 +283,7 @@ def test_fused_mix_is_one_pass(gate_channels):
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    block = VRWKVBlock3D(6, hidden_ratio=2)
+    block = VRWKVBlock3D(6, config=BlockConfig(channel_mix=2))
     randomise_outputs(VRWKVPatch(torch.nn.ModuleDict({"b": block})))
     x = torch.randn(6, 6, 4, 4)
     grads = []
@@ -314,7 +315,7 @@ def block_work(frames):
     """(FLOPs of matmuls and convolutions, elements read and written by every op) of one
     forward of a block over `frames` frames of 8x8."""
     torch.manual_seed(0)
-    block = VRWKVBlock3D(16, gate_channels=8, hidden_ratio=2)
+    block = VRWKVBlock3D(16, 8, BlockConfig(channel_mix=2))
     x, gate = torch.randn(frames, 16, 8, 8), torch.randn(frames, 8, 8, 8)
     flops, traffic = FlopCounterMode(display=False), ElementTraffic()
     with torch.no_grad():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from toyworld.unet import latent_unet
+from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from vrwkv_editor.vrwkv.tuning import NonFiniteLoss, TuneSettings, draw_noise, param_groups, tune
@@ -32,7 +33,7 @@ class Setup:
         torch.manual_seed(seed)
         self.unet = latent_unet()
         self.unet.requires_grad_(False)
-        self.patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(self.unet), "skip+mid", 0, hidden_ratio=2)))
+        self.patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(self.unet), BlockConfig(channel_mix=2))))
         self.x0 = moving_clip()
         self.context = torch.randn(1, 5, 12).expand(FRAMES, 5, 12)
         self.opts = {"cond_or_uncond": [0], "patches": {"output_block_patch": [self.patch]}}

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from toyworld.unet import latent_unet
+from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
 from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights, resolve_inside, save_weights
@@ -15,7 +16,7 @@ from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights
 
 def trained_blocks(seed=0, placement="skip+mid"):
     torch.manual_seed(seed)
-    blocks = VRWKVBlocks(block_spec(unet_layout(latent_unet()), placement, 0, hidden_ratio=2))
+    blocks = VRWKVBlocks(block_spec(unet_layout(latent_unet()), BlockConfig(placement, channel_mix=2)))
     with torch.no_grad():
         for p in blocks.parameters():
             p.add_(torch.randn_like(p))

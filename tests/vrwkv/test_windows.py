@@ -11,6 +11,7 @@ from test_blocks import make_patch, randomise_outputs, unet_inputs
 from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.carry import FrameCarry
+from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
 from vrwkv_editor.vrwkv.weights import load_weights, save_weights
 from vrwkv_editor.vrwkv.windows import ContextWindows, blend_weights, frame_windows
@@ -38,7 +39,7 @@ def test_bad_overlap_is_refused():
 
 def tuned_block(channels=8, seed=0, norm_frames=None, **options):
     torch.manual_seed(seed)
-    block = VRWKVBlock3D(channels, gate_channels=6, **{"hidden_ratio": 2, **options})
+    block = VRWKVBlock3D(channels, 6, BlockConfig(**{"channel_mix": 2, **options}))
     with torch.no_grad():
         for name, p in block.named_parameters():
             if name.endswith(("decay", "first")) or ".mu" in name or name.startswith("channel_mix.mu"):
@@ -49,11 +50,11 @@ def tuned_block(channels=8, seed=0, norm_frames=None, **options):
     return block
 
 
-# The lean block options (vrwkv/blocks.BLOCK_OPTIONS) each carry their own token shifts.
-LEAN = {"as 0.1.0": ({}, {"x", "gate", "channel_mix"}),
-        "fused mix": ({"fused_mix": True}, {"rkv", "channel_mix"}),
-        "merge fusion, low rank": ({"skip_fusion": "merge", "rank_ratio": 0.5}, {"x", "gate", "channel_mix"}),
-        "no channel mix": ({"hidden_ratio": 0}, {"x", "gate"})}
+# The block options (vrwkv/config.BlockConfig) each carry their own token shifts.
+LEAN = {"the paper's block": ({}, {"x", "gate", "channel_mix"}),
+        "fused mix": ({"fused_rkv": True}, {"rkv", "channel_mix"}),
+        "merge fusion, low rank": ({"skip_fusion": "merge", "rank": 0.5}, {"x", "gate", "channel_mix"}),
+        "no channel mix": ({"channel_mix": 0}, {"x", "gate"})}
 
 
 @pytest.mark.parametrize("lean", LEAN, ids=list(LEAN))

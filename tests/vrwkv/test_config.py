@@ -1,0 +1,32 @@
+"""The one block configuration: its weights-file form and what older files lacked."""
+
+import json
+
+import pytest
+
+from vrwkv_editor.vrwkv.config import DEFAULT, PAPER, BlockConfig
+
+
+@pytest.mark.parametrize("config", [PAPER, DEFAULT, BlockConfig("mid", 1, 1, 0.5, True, "merge", True)])
+def test_spec_round_trip_through_json(config):
+    assert BlockConfig.from_spec(json.loads(json.dumps(config.to_spec()))) == config
+
+
+def test_a_spec_saved_before_the_options_is_the_paper_block_where_it_was_placed():
+    old = {"placement": "skip", "min_level": 1, "hidden_ratio": 2, "blocks": {}}
+    assert BlockConfig.from_spec(old) == PAPER.replace(placement="skip", min_level=1, channel_mix=2)
+
+
+def test_the_spec_keys_are_those_files_have_always_used():
+    assert set(PAPER.to_spec()) == {"placement", "min_level", "hidden_ratio", "rank_ratio", "fused_mix",
+                                    "skip_fusion", "sample_in_unet_dtype"}
+
+
+@pytest.mark.parametrize("bad,message", [({"placement": "everywhere"}, "placement must be one of"),
+                                         ({"min_level": -1}, "min_level must be an integer"),
+                                         ({"channel_mix": -1}, "channel_mix must be >= 0"),
+                                         ({"rank": 0}, r"rank must be in \(0, 1\]"),
+                                         ({"skip_fusion": "concat"}, "skip_fusion must be one of")])
+def test_bad_values_are_refused_with_the_range(bad, message):
+    with pytest.raises(ValueError, match=message):
+        BlockConfig(**bad)
