@@ -27,7 +27,7 @@ from tools.load_pack import load_pack
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 METHODS = {   # the demo's 20 steps at 5e-5: the blocks at 20x, 1e-3, move within them
     "vrwkv": Method("VRWKV (the node's default block, skip+mid, all levels)", "vrwkv", lr=5e-5),
     "tav": Method("Tune-A-Video", "tav", lr=3e-5),

@@ -3,6 +3,7 @@ their paths, and the toy UNet takes the pack's patch and ComfyUI-style transform
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +198,9 @@ def test_demo_writes_a_new_folder_each_time_and_checks_its_captions(tmp_path):
     assert parse("a small blue square") == {"size": "small", "colour": "blue", "shape": "square"}
     with pytest.raises(ValueError, match="needs a colour"):
         parse("a large circle")
+
+
+def test_demo_writes_under_the_projects_output_folder():
+    """README: the main command's toy edit lands in output/toy_edit_<n>/ of this checkout."""
+    from toyworld import edit_demo
+    assert edit_demo.ROOT == Path(__file__).resolve().parents[2] and (edit_demo.ROOT / "scripts" / "main.sh").is_file()
