@@ -24,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACK_ROOT = HERE.parent
+PACK_NAME = "ComfyUI-VRWKV-Editor"     # the folder users install the pack as (the repository's name)
 CHECKPOINTS = {"shallow": "sd15_random_shallow.safetensors", "full": "sd15_random_full.safetensors"}
 CLIP_NAME = "vrwkv_test_clip.mp4"
 BUILDER_VERSION = "1"     # bump when make_random_sd15.py changes what it writes
@@ -111,7 +112,7 @@ def extra_node_packs() -> list[Path]:
 
 def pack_import_errors(log_text: str) -> list[str]:
     """Log lines saying that this pack failed to import."""
-    name = PACK_ROOT.name
+    name = PACK_NAME
     return [line for line in log_text.splitlines()
             if ("Cannot import" in line or "IMPORT FAILED" in line) and name in line]
 
@@ -123,8 +124,9 @@ def _free_port() -> int:
 
 
 class ComfyServer:
-    """`python main.py` in a throw-away base directory holding this pack and any extra node
-    packs (symlinked into custom_nodes/), the requested checkpoints and the test clip."""
+    """`python main.py` in a throw-away base directory holding this pack (symlinked into
+    custom_nodes/ as PACK_NAME, whatever the checkout's folder is called) and any extra node
+    packs (under their folders' names), the requested checkpoints and the test clip."""
 
     def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=(), clip_frames=8, extra_nodes=()):
         """checkpoints: random ones to install ("shallow", "full"); files: more files to link
@@ -142,8 +144,8 @@ class ComfyServer:
         self.base_dir = Path(tempfile.mkdtemp(prefix="vrwkv-comfy-"))
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (self.base_dir / sub).mkdir(parents=True)
-        for pack in (PACK_ROOT, *self.extra_nodes):
-            (self.base_dir / "custom_nodes" / pack.name).symlink_to(pack, target_is_directory=True)
+        for name, pack in ((PACK_NAME, PACK_ROOT), *((p.name, p) for p in self.extra_nodes)):
+            (self.base_dir / "custom_nodes" / name).symlink_to(pack, target_is_directory=True)
         for depth in self.checkpoints:
             (self.base_dir / "models" / "checkpoints" / CHECKPOINTS[depth]).symlink_to(cached_checkpoint(depth))
         for rel, source in self.files.items():

@@ -3,8 +3,9 @@ graph pieces shared by the tests."""
 
 from pathlib import Path
 
-from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_ROOT, ComfyServer, cached_checkpoint, cached_controlnet,  # noqa: F401
-                          comfyui_path, make_test_clip, pack_import_errors, read_latent, video_info)
+from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_NAME, PACK_ROOT, ComfyServer, cached_checkpoint,  # noqa: F401
+                          cached_controlnet, comfyui_path, make_test_clip, pack_import_errors, read_latent,
+                          video_info)
 
 PROBE_NODES = Path(__file__).resolve().parent / "probe_nodes"     # test-only nodes (probe_nodes/__init__.py)
 VHS_MISSING = ("VideoHelperSuite is not installed in the test server: point VRWKV_EXTRA_NODES at a checkout "

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness import CHECKPOINTS, cached_checkpoint, cached_controlnet, clip_graph, make_random_lora, read_latent, sample_and_save
+from harness import (CHECKPOINTS, cached_checkpoint, cached_controlnet, clip_graph, make_random_lora, read_latent,
+                     sample_and_save)
 from test_patch_tune import tune_node
 
 LORA, CONTROLNET = "it_lora.safetensors", "it_controlnet.safetensors"
