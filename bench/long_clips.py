@@ -6,7 +6,7 @@ Random-weight SD1.5 (bench/comfy_model.py; "shallow" is the 2-level layout), VRW
 Model's default (skip+mid, all levels), 64 px (latent 8x8), float32. Per case, in a fresh
 process:
 - sampling / inversion step: one UNet call on a CFG batch (2 videos of T frames), as the
-  samplers make it (through the MODEL's function wrapper); windowed = VRWKV Context Windows
+  samplers make it (apply_model, with the MODEL's wrappers); windowed = VRWKV Context Windows
   (window 16, overlap 4, carry on). DDIM inversion at cfg 1 makes the same call on one video.
 - tuning step: VRWKV Tune On Video (trainable vrwkv, gradient checkpointing), window 16 vs
   all frames; time per step = time of 2 steps - time of 1.

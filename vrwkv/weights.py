@@ -5,7 +5,7 @@ weights, stored as differences from the weights they were tuned from (so a file 
 the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
 `format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record; its
 `base` names the model the file was made on: `unet_fingerprint` and, where known, the
-checkpoint's file name; files saved before 0.1.1 have none).
+checkpoint's file name; files saved before fingerprints have none).
 Files are written atomically, never over an existing file (vrwkv/files.py: a taken
 name gets a counter suffix), and never unpickled.
 """
