@@ -6,7 +6,7 @@ Random-weight SD1.5 (bench/comfy_model.py; "shallow" is the 2-level layout), VRW
 Model's default (skip+mid, all levels), 64 px (latent 8x8), float32. Per case, in a fresh
 process:
 - sampling / inversion step: one UNet call on a CFG batch (2 videos of T frames), as the
-  samplers make it (through the MODEL's function wrapper); windowed = VRWKV Context Windows
+  samplers make it (apply_model, with the MODEL's wrappers); windowed = VRWKV Context Windows
   (window 16, overlap 4, carry on). DDIM inversion at cfg 1 makes the same call on one video.
 - tuning step: VRWKV Tune On Video (trainable vrwkv, gradient checkpointing), window 16 vs
   all frames; time per step = time of 2 steps - time of 1.
@@ -57,7 +57,6 @@ def sampling_case(depth, frames, windowed):
         model = VRWKVContextWindows().apply(model, WINDOW, OVERLAP, True)[0]
     comfy.model_management.load_models_gpu([model])
     device = model.load_device
-    wrapper = model.model_options.get("model_function_wrapper")
     apply = model.model.apply_model
 
     def inputs(t):
@@ -66,13 +65,14 @@ def sampling_case(depth, frames, windowed):
         x = torch.randn(2 * t, 4, SIZE, SIZE, generator=g).to(device)
         sigma = torch.full((2 * t,), 1.0, device=device)
         c = {"c_crossattn": torch.randn(2, 77, 768, generator=g).to(device).repeat_interleave(t, 0),
-             "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": [1, 0]}}
+             "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": [1, 0],
+                                     "wrappers": model.wrappers}}       # the windows, as a sampler passes them
         return {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [1, 0]}
 
     def call(args):
         with torch.inference_mode():
             t0 = time.perf_counter()
-            wrapper(apply, args) if wrapper else apply(args["input"], args["timestep"], **args["c"])
+            apply(args["input"], args["timestep"], **args["c"])
             return time.perf_counter() - t0
 
     call(inputs(WINDOW))                                     # warm-up

@@ -5,6 +5,7 @@ from ..vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
 from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from ..vrwkv.weights import check_state_matches, load_weights
 from .common import CATEGORY, find_patch, log, require_sd15, weights_files, weights_folder
+from .fingerprint import check_base, model_base
 
 NONE = "none"
 # Widget choices -> BlockConfig values; the widgets' defaults are config.DEFAULT's.
@@ -25,9 +26,12 @@ def widget_config(placement, resolution, channel_mix, projections, skip_fusion, 
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
-                info: dict | None = None, source: str = "VRWKV Patch Model"):
+                info: dict | None = None, source: str = "VRWKV Patch Model", prompt: dict | None = None,
+                node_id=None):
     """A clone of `model` with VRWKV blocks built from `spec` (and loaded from `state`),
-    tuned base weights applied as weight patches. The input MODEL is not modified."""
+    tuned base weights applied as weight patches; the patch records the model it was put on
+    (fingerprint, and the checkpoint's name if `prompt` shows it). The input MODEL is not
+    modified."""
     require_sd15(model, source)
     if find_patch(model) is not None:
         raise ValueError(f"{source}: this MODEL already has VRWKV blocks; connect the checkpoint's MODEL "
@@ -43,7 +47,7 @@ def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict 
         check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, source)
         blocks.load_state_dict(state)
     patched = model.clone()
-    patched.set_model_output_block_patch(VRWKVPatch(blocks, info, base_deltas))
+    patched.set_model_output_block_patch(VRWKVPatch(blocks, info, base_deltas, model_base(model, prompt, node_id)))
     if base_deltas:
         missing = set(base_deltas) - set(patched.add_patches({k: (v,) for k, v in base_deltas.items()}, 1.0, 1.0))
         if missing:
@@ -109,19 +113,24 @@ class VRWKVPatchModel:
                                             "that precision too instead of float32: faster, slightly less exact. "
                                             "Tuning always runs in the blocks' own precision."}),
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
     def patch(self, model, placement, resolution, weights=NONE, channel_mix=choice(CHANNEL_MIX, DEFAULT.channel_mix),
               projections=choice(PROJECTIONS, DEFAULT.rank), skip_fusion=DEFAULT.skip_fusion,
-              fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling):
+              fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling, prompt=None,
+              unique_id=None):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
                 log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
             config = BlockConfig.from_spec(spec).replace(half_precision_sampling=half_precision_sampling)
             spec = {**spec, **config.to_spec()}     # half-precision sampling is a run-time choice, not a layout
-            return (apply_vrwkv(model, spec, state, base, info),)
+            patched = apply_vrwkv(model, spec, state, base, info, prompt=prompt, node_id=unique_id)
+            warning = check_base(patched, info, weights, unique_id)
+            return {"ui": {"text": [warning]}, "result": (patched,)} if warning else (patched,)
         require_sd15(model, "VRWKV Patch Model")
         config = widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
                                half_precision_sampling)
-        return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config)),)
+        return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config),
+                            prompt=prompt, node_id=unique_id),)

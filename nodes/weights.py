@@ -4,6 +4,7 @@ safetensors files in models/vrwkv."""
 from ..vrwkv.version import VERSION
 from ..vrwkv.weights import resolve_inside, save_weights
 from .common import CATEGORY, require_patch, weights_files, weights_folder
+from .fingerprint import check_base
 from .patch_model import apply_vrwkv, load_weights_file
 
 
@@ -15,7 +16,7 @@ def save_patch(model, name: str, node: str = "VRWKV Save Weights") -> str:
     if not name:
         raise ValueError(f"{node}: give the weights a file name")
     path = resolve_inside(weights_folder(), name if name.endswith(".safetensors") else name + ".safetensors")
-    info = {**patch.info, "pack_version": VERSION}
+    info = {**patch.info, "pack_version": VERSION, **({"base": patch.base} if patch.base else {})}
     return str(save_weights(path, patch.blocks.state_dict(), patch.blocks.spec, patch.base_deltas, info))
 
 
@@ -57,9 +58,14 @@ class VRWKVLoadWeights:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "The SD1.5 model the weights were tuned from (from Load Checkpoint)."}),
-            "weights": (weights_files(), {"tooltip": "A VRWKV weights file in models/vrwkv."}),
-        }}
+            "weights": (weights_files(), {"tooltip": "A VRWKV weights file in models/vrwkv. Loading it onto "
+                        "another model than it was tuned on (another checkpoint, or without its LoRAs) "
+                        "warns, naming both."}),
+        }, "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
 
-    def load(self, model, weights):
+    def load(self, model, weights, prompt=None, unique_id=None):
         spec, state, base, info = load_weights_file(weights)
-        return (apply_vrwkv(model, spec, state, base, info, source="VRWKV Load Weights"),)
+        patched = apply_vrwkv(model, spec, state, base, info, source="VRWKV Load Weights", prompt=prompt,
+                              node_id=unique_id)
+        warning = check_base(patched, info, weights, unique_id)
+        return {"ui": {"text": [warning]}, "result": (patched,)} if warning else (patched,)

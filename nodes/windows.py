@@ -4,6 +4,8 @@
 from ..vrwkv.windows import ContextWindows
 from .common import CATEGORY
 
+WRAPPER_KEY = "vrwkv_context_windows"    # a later VRWKV Context Windows replaces an earlier one
+
 
 class VRWKVContextWindows:
     DESCRIPTION = ("Runs the model on long clips in overlapping windows of frames, so sampling and inversion "
@@ -11,7 +13,9 @@ class VRWKVContextWindows:
                    "Bi-WKV state across window boundaries (the past exactly, the future from the previous "
                    "step), so the clip is still mixed as one sequence; overlapping frames are blended. Works "
                    "with the VRWKV DDIM nodes, the VRWKV SAMPLER and core samplers; tuning ignores it (use VRWKV "
-                   "Tune On Video's window). The input MODEL is unchanged.")
+                   "Tune On Video's window). UNet wrappers of other nodes, before or after it, run around "
+                   "the windows; a ControlNet runs once on the whole clip and each window gets its frames' "
+                   "share. The input MODEL is unchanged.")
     CATEGORY = CATEGORY + "/sampling"
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL",)
@@ -36,8 +40,9 @@ class VRWKVContextWindows:
         }
 
     def apply(self, model, window, overlap, carry):
-        wrapper = ContextWindows(window, overlap, carry, None)     # checks the overlap first
+        from comfy.patcher_extension import WrappersMP
+        windows = ContextWindows(window, overlap, carry)     # checks the overlap first
         windowed = model.clone()
-        wrapper.previous = windowed.model_options.get("model_function_wrapper")
-        windowed.set_model_unet_function_wrapper(wrapper)
+        windowed.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY)
+        windowed.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, windows.apply_model_wrapper)
         return (windowed,)

@@ -1,9 +1,10 @@
 """Builds the example workflows in workflows/ with ComfyUI's own page, so they are saved
 exactly as the canvas saves them (node sizes, widget lists, link tables of the frontend
 that made them): each graph below is created through the page's LiteGraph API, then
-serialized. Needs a ComfyUI checkout (COMFYUI_PATH) and Debian's chromium.
+serialized. Needs a ComfyUI checkout (COMFYUI_PATH), Debian's chromium, and
+VideoHelperSuite for vrwkv_edit_vhs (VRWKV_EXTRA_NODES: see tools/comfy_server.py).
 
-    COMFYUI_PATH=... COMFYUI_PYTHON=... python tools/build_workflows.py
+    COMFYUI_PATH=... COMFYUI_PYTHON=... VRWKV_EXTRA_NODES=... python tools/build_workflows.py
 """
 
 import json
@@ -38,6 +39,25 @@ CLIP_LINKS = [
     ("size", 0, "encode", "pixels"), ("ckpt", 2, "encode", "vae"),
     ("ckpt", 1, "src", "clip"), ("ckpt", 1, "edit", "clip"), ("ckpt", 1, "empty", "clip"),
 ]
+# VideoHelperSuite (Kosinkadink/ComfyUI-VideoHelperSuite): frames capped, skipped and resized
+# while decoding, the edit saved with Video Combine at the loaded frame rate
+VHS_IN = {
+    "video": ("VHS_LoadVideo", [0, 0], {"video": VIDEO, "force_rate": 0, "custom_width": 512, "custom_height": 512,
+                                        "frame_load_cap": 16, "skip_first_frames": 0, "select_every_nth": 1},
+              "Load 16 frames at 512x512 (VideoHelperSuite)"),
+    "info": ("VHS_VideoInfoLoaded", [1, 0], {}, None),
+    **{key: CLIP_IN[key] for key in ("ckpt", "encode", "src", "edit", "empty")},
+}
+VHS_IN_LINKS = [("video", 0, "encode", "pixels"), ("video", 3, "info", "video_info")] + \
+    [link for link in CLIP_LINKS if link[0] == "ckpt"]
+VHS_OUTPUT = {
+    "decode": ("VAEDecode", [5, 0], {}, None),
+    "combine": ("VHS_VideoCombine", [5, 1], {"loop_count": 0, "filename_prefix": "vrwkv_edit", "format": "video/h264-mp4",
+                                             "pingpong": False, "save_output": True}, None),
+}
+VHS_OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "combine", "images"),
+                    ("info", 0, "combine", "frame_rate")]
+
 TUNE = {
     "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
     "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
@@ -58,12 +78,12 @@ OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "mkvideo", "images")
                 ("mkvideo", 0, "save", "video")]
 
 
-def coherence(column):
+def coherence(column, source="size"):
     """The edit measured against the source frames, numbers and plot shown on the canvas."""
     return {"coherence": ("VRWKVVideoCoherence", [column, 0], {}, "Coherence: edit vs source"),
             "coh_text": ("PreviewAny", [column, 1], {}, "Coherence numbers (lower is better)"),
             "coh_plot": ("PreviewImage", [column, 2], {}, "Coherence per frame pair")}, \
-           [("decode", 0, "coherence", "edited"), ("size", 0, "coherence", "source"),
+           [("decode", 0, "coherence", "edited"), (source, 0, "coherence", "source"),
             ("coherence", 5, "coh_text", "source"), ("coherence", 6, "coh_plot", "images")]
 
 
@@ -80,6 +100,11 @@ def ksampler(model_key):
             ("encode", 0, "sample", "latent_image"), ("invert", 0, "sample", "inverted_latent"),
             ("sample", 0, "decode", "samples")]
 
+
+CORE_DECODE = """Core **Load Video** + **Get Video Components** decode every frame of the file at full size
+(float32: a 10 s 1080p clip is about 7.5 GB) before the frames are picked and resized. For long or
+large files load with VideoHelperSuite's *Load Video* instead (frame cap, skip and size while
+decoding): workflow *vrwkv_edit_vhs*."""
 
 NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
 
@@ -98,7 +123,21 @@ NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
 
 Re-edit the same clip without tuning: *vrwkv_reedit_saved_weights*.
 Out of memory: lower the frame count, set resolution to *half and below* in VRWKV Patch
-Model, keep gradient checkpointing on."""
+Model, keep gradient checkpointing on.
+
+{CORE_DECODE}"""
+
+NOTE_VHS = f"""## VRWKV-Editor with VideoHelperSuite: a clip of any length in, an mp4 out
+
+Needs **VideoHelperSuite** (Kosinkadink/ComfyUI-VideoHelperSuite, in ComfyUI-Manager).
+1. **Load Video (VHS)** decodes only what is edited: **frame_load_cap** (16) frames after
+   **skip_first_frames**, every **select_every_nth**, resized to **custom_width x
+   custom_height** (512x512, center crop) as they are read: memory for 16 frames, not the file.
+2. Tune, invert and edit as in *vrwkv_edit_video*: **Source prompt** = what the clip shows
+   ("{SOURCE}"), **Edit prompt** = what it should become. VRWKV Tune On Video saves
+   `models/vrwkv/{NAME}.safetensors` (never replacing a file).
+3. **Video Combine** writes the edit as H.264 mp4 to `output/` at the loaded frame rate
+   (Video Info (Loaded): select_every_nth lowers it)."""
 
 NOTE_REEDIT = f"""## Re-edit a tuned clip (no tuning)
 
@@ -107,17 +146,21 @@ Needs a run of *vrwkv_edit_video* first: **VRWKV Load Weights** reads
 `output/vrwkv_inversions/{NAME}.safetensors` (mode *load saved*: checked against this clip,
 steps and cfg). If that run wrote numbered files (`{NAME}_00001`...), pick those names here.
 Change the **Edit prompt** and run: seconds instead of minutes.
-Keep the frames and size exactly as they were tuned."""
+Keep the frames and size exactly as they were tuned.
 
-NOTE_CUSTOM = """## The same edit with core custom sampling
+{CORE_DECODE}"""
+
+NOTE_CUSTOM = f"""## The same edit with core custom sampling
 
 **VRWKV Sampler DDIM** is a SAMPLER: here it runs inside **SamplerCustomAdvanced** with a
 core CFG Guider, noise disabled, starting from the inverted latent with the sigmas that
 **VRWKV DDIM Inversion** outputs. Any core guider (e.g. with ControlNet applied to the
-conditioning) composes the same way."""
+conditioning) composes the same way.
+
+{CORE_DECODE}"""
 
 
-NOTE_LONG = """## Long clips: 120 frames edited in windows
+NOTE_LONG = f"""## Long clips: 120 frames edited in windows
 
 Memory is bounded by these settings, not by the clip's length:
 - **VRWKV Tune On Video, window** (16): frames per tuning step; each step tunes a random
@@ -128,7 +171,9 @@ Memory is bounded by these settings, not by the clip's length:
   future from the previous step), so the clip is still mixed as one sequence.
 - **VRWKV Patch Model, resolution**: *half and below* lowers it further.
 What still grows with the clip: its latents and frames (small), VAE Encode/Decode (ComfyUI
-batches them), and the time (linear in frames)."""
+batches them), and the time (linear in frames).
+
+{CORE_DECODE}"""
 
 
 def custom_sampling():
@@ -176,8 +221,13 @@ def workflows():
     long = ({**clip_in, **tune, **inv_nodes, **ks_nodes, **OUTPUT, **coh_nodes},
             CLIP_LINKS + TUNE_LINKS + [("tune", 0, "windows", "model")] + inv_links + ks_links + OUTPUT_LINKS
             + coh_links, NOTE_LONG)
+    inv_nodes, inv_links = inversion("tune", "invert and save")
+    ks_nodes, ks_links = ksampler("tune")
+    coh_nodes, coh_links = coherence(6, source="video")
+    vhs = ({**VHS_IN, **TUNE, **inv_nodes, **ks_nodes, **VHS_OUTPUT, **coh_nodes},
+           VHS_IN_LINKS + TUNE_LINKS + inv_links + ks_links + VHS_OUTPUT_LINKS + coh_links, NOTE_VHS)
     return {"vrwkv_edit_video": edit, "vrwkv_reedit_saved_weights": reedit, "vrwkv_edit_sampler_custom": custom,
-            "vrwkv_long_clip": long}
+            "vrwkv_long_clip": long, "vrwkv_edit_vhs": vhs}
 
 
 BUILD_JS = """
@@ -195,6 +245,7 @@ for (const [key, [type, cell, widgets, title]] of Object.entries(nodes)) {
     const w = n.widgets.find(w => w.name === name);
     if (!w) throw new Error(type + " has no widget " + name);
     w.value = value;
+    if (type.startsWith("VHS_")) w.callback?.(value);   // VHS: a format's own widgets, the preview's settings
   }
   made[key] = n;
 }

@@ -24,9 +24,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACK_ROOT = HERE.parent
+PACK_NAME = "ComfyUI-VRWKV-Editor"     # the folder users install the pack as (the repository's name)
 CHECKPOINTS = {"shallow": "sd15_random_shallow.safetensors", "full": "sd15_random_full.safetensors"}
 CLIP_NAME = "vrwkv_test_clip.mp4"
 BUILDER_VERSION = "1"     # bump when make_random_sd15.py changes what it writes
+CONTROLNET_BUILDER_VERSION = "1"     # bump when make_random_controlnet.py changes what it writes
 
 
 def comfyui_path() -> Path | None:
@@ -67,6 +69,14 @@ def cached_checkpoint(depth: str) -> Path:
     return path
 
 
+def cached_controlnet(depth: str) -> Path:
+    """A random ControlNet for the random SD1.5 of that depth, built once (about 10 s shallow)."""
+    path = cache_dir() / f"controlnet_random_{depth}_v{CONTROLNET_BUILDER_VERSION}.safetensors"
+    if not path.exists():
+        run_comfy_python([HERE / "make_random_controlnet.py", "--depth", depth, "--out", path])
+    return path
+
+
 def make_test_clip(path: Path, frames: int = 8, size: int = 64, fps: int = 8) -> Path:
     """An H.264 mp4 of coloured shapes moving across a gradient (written with PyAV)."""
     run_comfy_python([HERE / "video_tools.py", "write", path, frames, size, fps])
@@ -89,9 +99,20 @@ def read_latent(server: "ComfyServer", prefix: str):
         return f.get_tensor("latent_tensor")
 
 
+def extra_node_packs() -> list[Path]:
+    """Custom node packs to install beside this one, from VRWKV_EXTRA_NODES: folders holding a
+    pack's __init__.py, separated by os.pathsep (e.g. a VideoHelperSuite checkout)."""
+    packs = [Path(p).resolve() for p in os.environ.get("VRWKV_EXTRA_NODES", "").split(os.pathsep) if p]
+    missing = [str(p) for p in packs if not (p / "__init__.py").is_file()]
+    if missing:
+        raise FileNotFoundError(f"VRWKV_EXTRA_NODES names folders without a custom node pack's __init__.py: "
+                                f"{', '.join(missing)}")
+    return packs
+
+
 def pack_import_errors(log_text: str) -> list[str]:
     """Log lines saying that this pack failed to import."""
-    name = PACK_ROOT.name
+    name = PACK_NAME
     return [line for line in log_text.splitlines()
             if ("Cannot import" in line or "IMPORT FAILED" in line) and name in line]
 
@@ -104,15 +125,18 @@ def _free_port() -> int:
 
 class ComfyServer:
     """`python main.py` in a throw-away base directory holding this pack (symlinked into
-    custom_nodes/), the requested checkpoints and the test clip."""
+    custom_nodes/ as PACK_NAME, whatever the checkout's folder is called) and any extra node
+    packs (under their folders' names), the requested checkpoints and the test clip."""
 
-    def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=(), clip_frames=8):
+    def __init__(self, checkpoints=("shallow",), files=None, cpu=True, extra_args=(), clip_frames=8, extra_nodes=()):
         """checkpoints: random ones to install ("shallow", "full"); files: more files to link
         into the base directory, {relative path: source path} (e.g. a real checkpoint);
         cpu: run with --cpu (the default; False lets ComfyUI use the GPU). More server flags
         come from extra_args and the environment's COMFYUI_ARGS (e.g. "--disable-api-nodes").
-        clip_frames: length of the generated test clip."""
+        clip_frames: length of the generated test clip. extra_nodes: more custom node packs
+        (folders) to install, besides those in VRWKV_EXTRA_NODES."""
         self.checkpoints, self.files, self.clip_frames = checkpoints, dict(files or {}), clip_frames
+        self.extra_nodes = [Path(p).resolve() for p in extra_nodes] + extra_node_packs()
         self.extra_args = (["--cpu"] if cpu else []) + list(extra_args) + shlex.split(os.environ.get("COMFYUI_ARGS", ""))
         self.client_id = uuid.uuid4().hex
 
@@ -120,7 +144,8 @@ class ComfyServer:
         self.base_dir = Path(tempfile.mkdtemp(prefix="vrwkv-comfy-"))
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (self.base_dir / sub).mkdir(parents=True)
-        (self.base_dir / "custom_nodes" / PACK_ROOT.name).symlink_to(PACK_ROOT, target_is_directory=True)
+        for name, pack in ((PACK_NAME, PACK_ROOT), *((p.name, p) for p in self.extra_nodes)):
+            (self.base_dir / "custom_nodes" / name).symlink_to(pack, target_is_directory=True)
         for depth in self.checkpoints:
             (self.base_dir / "models" / "checkpoints" / CHECKPOINTS[depth]).symlink_to(cached_checkpoint(depth))
         for rel, source in self.files.items():
@@ -176,6 +201,9 @@ class ComfyServer:
 
     def object_info(self, node_id: str | None = None) -> dict:
         return self._get("/object_info" + (f"/{node_id}" if node_id else ""))
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self.object_info(node_id)
 
     def queue(self, graph: dict) -> str:
         """Queues an API-format graph; a graph the server rejects raises with its errors."""

@@ -7,6 +7,8 @@ NOTE_TYPES = {"Note", "MarkdownNote"}
 # Display widgets the page adds to core nodes and sends with the prompt (empty until the
 # node has run), though /object_info does not list them as inputs
 PAGE_WIDGETS = {"PreviewAny": {"preview": ""}}
+# Widgets of packs that save widgets by name which the page does not queue (VHS's preview and upload button)
+NAMED_DISPLAY_WIDGETS = {"videopreview", "choose video to upload"}
 
 
 def is_widget(spec) -> bool:
@@ -41,12 +43,18 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 link = links[inp["link"]]
                 inputs[inp["name"]] = [str(link[1]), link[2]]
         inputs.update(PAGE_WIDGETS.get(node["type"], {}))
-        values = iter(node.get("widgets_values", []))
-        for name, control in widget_inputs(object_info[node["type"]]):
-            value = next(values)
-            inputs.setdefault(name, value)
-            if control:
-                next(values)
+        values = node.get("widgets_values", [])
+        if isinstance(values, dict):      # packs that save widgets by name (VideoHelperSuite), extra widgets too
+            for name, value in values.items():
+                if name not in NAMED_DISPLAY_WIDGETS and value is not None:
+                    inputs.setdefault(name, value)
+        else:
+            values = iter(values)
+            for name, control in widget_inputs(object_info[node["type"]]):
+                value = next(values)
+                inputs.setdefault(name, value)
+                if control:
+                    next(values)
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
                                 "_meta": {"title": node.get("title") or object_info[node["type"]]["display_name"]}}
     return api
@@ -66,11 +74,14 @@ def point_at(api: dict, ckpt: str, video: str, frames: int | None = None, size: 
              tune_steps: int | None = None, ddim_steps: int | None = None) -> None:
     """Points an example workflow at a checkpoint and clip, optionally shrinking it (fewer
     frames, smaller frames, fewer steps) for a quick run."""
-    overrides = {"CheckpointLoaderSimple": {"ckpt_name": ckpt}, "LoadVideo": {"file": video}}
+    overrides = {"CheckpointLoaderSimple": {"ckpt_name": ckpt}, "LoadVideo": {"file": video},
+                 "VHS_LoadVideo": {"video": video}}
     if frames:
         overrides["ImageFromBatch"] = {"length": frames}
+        overrides["VHS_LoadVideo"]["frame_load_cap"] = frames
     if size:
         overrides["ImageScale"] = {"width": size, "height": size}
+        overrides["VHS_LoadVideo"].update(custom_width=size, custom_height=size)
     if tune_steps:
         overrides["VRWKVTuneOnVideo"] = {"steps": tune_steps}
     if ddim_steps:

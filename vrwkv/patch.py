@@ -78,10 +78,12 @@ class ModulePatch:
 class VRWKVPatch(ModulePatch):
     """output_block_patch(h, hsp, transformer_options) -> (h, hsp)."""
 
-    def __init__(self, blocks: VRWKVBlocks, info: dict | None = None, base_deltas: dict | None = None):
+    def __init__(self, blocks: VRWKVBlocks, info: dict | None = None, base_deltas: dict | None = None,
+                 base: dict | None = None):
         self.blocks = blocks
         self.info = dict(info or {})                  # training record saved with the weights
         self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
+        self.base = base                              # the model patched: weights.unet_fingerprint, checkpoint
 
     def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
         self.to(h.device)          # no-op once loaded; covers offload modes that skip model_patches_to
@@ -106,7 +108,7 @@ class VRWKVPatch(ModulePatch):
 
     def copy(self) -> "VRWKVPatch":
         """An independent patch with its own copy of the blocks (for tuning a clone)."""
-        return VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas)
+        return VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas, self.base)
 
 
 # Where ComfyUI keeps the patch: transformer_options["patches"]["output_block_patch"], a list.

@@ -3,12 +3,16 @@
 Tensors: `vrwkv.<block param>` for the VRWKV blocks and `base.<UNet key>` for tuned UNet
 weights, stored as differences from the weights they were tuned from (so a file applies to
 the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
-`format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record).
+`format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record; its
+`base` names the model the file was made on: `unet_fingerprint` and, where known, the
+checkpoint's file name; files saved before fingerprints have none).
 Files are written atomically, never over an existing file (vrwkv/files.py: a taken
 name gets a counter suffix), and never unpickled.
 """
 
+import hashlib
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -78,3 +82,40 @@ def check_state_matches(blocks_state: dict, expected: dict[str, torch.Size], sou
     if extra:
         raise ValueError(f"{source}: unexpected tensor {extra[0]!r} (and {len(extra) - 1} more); "
                          "the file was saved for another block layout")
+
+
+FINGERPRINT_SAMPLES = 16    # values read from each tensor
+
+
+def unet_fingerprint(keys: Iterable[str], weight: Callable[[str], torch.Tensor]) -> str:
+    """A 16-hex-digit id of a UNet's weights: SHA-256 over every tensor's key and shape and
+    FINGERPRINT_SAMPLES of its values at fixed, evenly spaced positions, rounded to float16
+    (a checkpoint loaded in float16 or float32 gives the same id; in bfloat16 or fp8 another).
+    `weight(key)` gives each tensor as the model computes with it (LoRAs applied), one at a
+    time. Fine-tunes, merges and LoRAs change whole tensors, so they change the id; a change
+    confined to unsampled values is not seen. About 11k values for SD1.5's 686 UNet tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        tensor = weight(key).detach()
+        flat = tensor.reshape(-1)
+        count = min(FINGERPRINT_SAMPLES, flat.numel())
+        index = torch.arange(count) * (flat.numel() - 1) // max(count - 1, 1)
+        digest.update(f"{key}{tuple(tensor.shape)};".encode())
+        digest.update(flat[index.to(flat.device)].to(torch.float16).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe_base(base: dict) -> str:
+    """'3fa2c1d07e5b9a44 (v1-5-pruned-emaonly.safetensors)' or the fingerprint alone."""
+    return base["fingerprint"] + (f" ({base['checkpoint']})" if base.get("checkpoint") else "")
+
+
+def base_mismatch(saved: dict | None, current: dict, source: str) -> str | None:
+    """The warning for weights made on `saved` (a file's info["base"]) loaded onto `current`,
+    or None when they match or the file predates fingerprints."""
+    if not saved or saved.get("fingerprint") == current["fingerprint"]:
+        return None
+    return (f"{source} was tuned on another model: its base is {describe_base(saved)}, this MODEL is "
+            f"{describe_base(current)}. It loads, but the edit may not reproduce the clip: connect the "
+            "checkpoint (and LoRAs) it was tuned on, or tune again on this model. (The same checkpoint "
+            "loaded in another weight precision, fp8 or bfloat16, also counts as another model.)")

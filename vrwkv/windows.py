@@ -1,14 +1,17 @@
 """Long clips in frame windows: one UNet call per window, outputs fused with overlap ramps.
 
-`ContextWindows` is a UNet function wrapper (ComfyUI's model_function_wrapper protocol:
-called with apply_model and {"input", "timestep", "c", "cond_or_uncond"}), so it applies
-to every sampler that calls the model through ComfyUI, the pack's DDIM nodes included.
-The batch holds len(cond_or_uncond) videos of T frames; each window takes the same frames
-of every video, with every per-item tensor of `c` (the prompt embeddings, ...) sliced
-alike, so memory is bounded by the window, not the clip. With `carry` the VRWKV blocks
-carry Bi-WKV state between windows (vrwkv/carry.py); without it windows are independent
-and only the overlap ramps join them. Calls under autograd (tuning) pass through
-unwindowed: tuning has its own window (VRWKV Tune On Video).
+`ContextWindows` is called as ComfyUI calls a UNet function wrapper (with apply_model and
+{"input", "timestep", "c", "cond_or_uncond"}); VRWKV Context Windows registers it through
+`apply_model_wrapper`, a wrapper of ComfyUI's APPLY_MODEL type (comfy/patcher_extension.py),
+which runs inside BaseModel.apply_model: every sampler that calls the model through ComfyUI,
+the pack's DDIM nodes included, runs it, and wrappers other nodes set (the single-slot
+set_model_unet_function_wrapper, before or after, or the wrapper API) run around it instead
+of replacing it. The batch holds len(cond_or_uncond) videos of T frames; each window takes
+the same frames of every video, with every per-item tensor of `c` (the prompt embeddings,
+ControlNet's residuals, ...) sliced alike, so memory is bounded by the window, not the clip.
+With `carry` the VRWKV blocks carry Bi-WKV state between windows (vrwkv/carry.py); without
+it windows are independent and only the overlap ramps join them. Calls under autograd
+(tuning) pass through unwindowed: tuning has its own window (VRWKV Tune On Video).
 """
 
 import torch
@@ -61,33 +64,25 @@ def _slice_batch(value, index: torch.Tensor, batch: int):
 
 
 class ContextWindows:
-    """model_function_wrapper running the UNet in frame windows (see the module doc).
-    `previous` is a wrapper that was on the MODEL before; it runs inside, per window."""
+    """UNet function wrapper running the UNet in frame windows (see the module doc). The
+    MODEL's clones share it: its carried states last one sampling run."""
 
-    def __init__(self, length: int, overlap: int, carry: bool, previous=None):
+    def __init__(self, length: int, overlap: int, carry: bool):
         if length < 1:
             raise ValueError(f"context window length must be at least 1 frame, got {length}")
         frame_windows(length + 1, length, overlap)      # checks the overlap
-        self.length, self.overlap, self.carry, self.previous = length, overlap, carry, previous
+        self.length, self.overlap, self.carry = length, overlap, carry
         self.store = CarryStore()
         self._sigmas = None
 
-    def __deepcopy__(self, memo):
-        """A clone of the MODEL gets the same settings and its own (empty) states."""
-        return ContextWindows(self.length, self.overlap, self.carry, self.previous)
-
-    def to(self, device):
-        """ModelPatcher moves a wrapper with the model: the wrapped one moves along."""
-        if hasattr(self.previous, "to"):
-            self.previous = self.previous.to(device)
-        return self
-
-    def models(self):
-        return self.previous.models() if hasattr(self.previous, "models") else []
-
-    def _apply(self, apply_model, args):
-        return apply_model(args["input"], args["timestep"], **args["c"]) if self.previous is None \
-            else self.previous(apply_model, args)
+    def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                            transformer_options=None, **kwargs):
+        """The windows as an APPLY_MODEL wrapper: `executor` runs the next wrapper or the UNet."""
+        options = transformer_options or {}
+        c = {"c_concat": c_concat, "c_crossattn": c_crossattn, "control": control, "transformer_options": options,
+             **kwargs}
+        return self(lambda x, t, **c: executor(x, t, **c),
+                    {"input": x, "timestep": t, "c": c, "cond_or_uncond": options.get("cond_or_uncond") or [0]})
 
     def __call__(self, apply_model, args):
         x, c, cond_or_uncond = args["input"], args["c"], args["cond_or_uncond"]
@@ -98,7 +93,7 @@ class ContextWindows:
         frames = x.shape[0] // videos
         windows = frame_windows(frames, self.length, self.overlap)
         if len(windows) == 1 or torch.is_grad_enabled():
-            return self._apply(apply_model, args)
+            return apply_model(x, args["timestep"], **c)
         options = c.get("transformer_options", {})
         self._new_run_check(options.get("sample_sigmas"))
         key = (tuple(cond_or_uncond), tuple(x.shape))
@@ -112,9 +107,7 @@ class ContextWindows:
             window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
             window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
                                                "sigmas": _slice_batch(options.get("sigmas"), index, x.shape[0])}
-            y = self._apply(apply_model, {**args, "input": x[index.to(x.device)],
-                                          "timestep": _slice_batch(args["timestep"], index, x.shape[0]),
-                                          "c": window_c})
+            y = apply_model(x[index.to(x.device)], _slice_batch(args["timestep"], index, x.shape[0]), **window_c)
             if store is not None:
                 context.hand_on()
             if out is None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import ComfyServer, comfyui_path
+from harness import PROBE_NODES, ComfyServer, comfyui_path
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,8 +15,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def comfy_server():
-    """One server for the session: shallow random SD1.5 + the 8-frame 64x64 test clip."""
-    with ComfyServer(checkpoints=("shallow",)) as server:
+    """One server for the session: shallow random SD1.5 + the 8-frame 64x64 test clip, the
+    test-only probe nodes and the packs in VRWKV_EXTRA_NODES (e.g. VideoHelperSuite)."""
+    with ComfyServer(checkpoints=("shallow",), extra_nodes=[PROBE_NODES]) as server:
         yield server
 
 

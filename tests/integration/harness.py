@@ -1,8 +1,36 @@
 """The integration tier's helpers: the server tools (tools/comfy_server.py) and API-format
 graph pieces shared by the tests."""
 
-from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_ROOT, ComfyServer, cached_checkpoint, comfyui_path,  # noqa: F401
-                          make_test_clip, pack_import_errors, read_latent, video_info)
+from pathlib import Path
+
+from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_NAME, PACK_ROOT, ComfyServer, cached_checkpoint,  # noqa: F401
+                          cached_controlnet, comfyui_path, make_test_clip, pack_import_errors, read_latent,
+                          video_info)
+
+PROBE_NODES = Path(__file__).resolve().parent / "probe_nodes"     # test-only nodes (probe_nodes/__init__.py)
+VHS_MISSING = ("VideoHelperSuite is not installed in the test server: point VRWKV_EXTRA_NODES at a checkout "
+               "of Kosinkadink/ComfyUI-VideoHelperSuite (docs/compatibility.md says how)")
+
+
+def make_random_lora(checkpoint: Path, out: Path, rank: int = 4, scale: float = 0.05, seed: int = 0) -> Path:
+    """A LoRA file (kohya key names, as LoraLoaderModelOnly reads them) with random rank-`rank`
+    factors for every attention projection of the checkpoint's UNet: strong enough to change
+    the samples (each factor ~ N(0, scale^2), alpha = rank)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    prefix, g, tensors = "model.diffusion_model.", torch.Generator().manual_seed(seed), {}
+    with safe_open(str(checkpoint), framework="pt") as f:
+        for key in sorted(f.keys()):
+            if key.startswith(prefix) and key.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")):
+                rows, cols = f.get_slice(key).get_shape()
+                name = "lora_unet_" + key[len(prefix):-len(".weight")].replace(".", "_")
+                tensors[f"{name}.lora_up.weight"] = scale * torch.randn(rows, rank, generator=g)
+                tensors[f"{name}.lora_down.weight"] = scale * torch.randn(rank, cols, generator=g)
+                tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out))
+    return out
 
 
 def clip_graph(depth: str = "shallow", prompt: str = "a man skiing") -> dict:

@@ -61,10 +61,10 @@ def test_full_topology_checkpoint_loads_as_sd15(comfy_server_full):
 def test_template_browser_lists_the_example_workflows(comfy_server):
     """ComfyUI serves workflows/ to its template browser, previews included."""
     import urllib.request
-    from harness import PACK_ROOT
+    from harness import PACK_NAME, PACK_ROOT
     templates = comfy_server._get("/workflow_templates")
-    assert sorted(templates[PACK_ROOT.name]) == sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
-    for name in templates[PACK_ROOT.name]:
+    assert sorted(templates[PACK_NAME]) == sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
+    for name in templates[PACK_NAME]:
         for ext in ("json", "jpg"):
-            with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/{PACK_ROOT.name}/{name}.{ext}") as r:
+            with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/{PACK_NAME}/{name}.{ext}") as r:
                 assert r.status == 200 and len(r.read()) > 1000

@@ -11,7 +11,8 @@ from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.config import BlockConfig
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks
-from vrwkv_editor.vrwkv.weights import FORMAT, check_state_matches, load_weights, resolve_inside, save_weights
+from vrwkv_editor.vrwkv.weights import (FINGERPRINT_SAMPLES, FORMAT, base_mismatch, check_state_matches, load_weights,
+                                        resolve_inside, save_weights, unet_fingerprint)
 
 
 def trained_blocks(seed=0, placement="skip+mid"):
@@ -121,3 +122,60 @@ def test_a_file_saved_before_the_lean_options_loads_and_computes_as_it_did():
     expected = load_file(data / "weights_0.1.0_unet_output.safetensors")["output"]
     assert not torch.allclose(plain, expected, atol=1e-3)   # the blocks matter to the stored output
     assert torch.allclose(out, expected, atol=1e-6, rtol=1e-5), (out - expected).abs().max()
+
+
+def fingerprint(state: dict) -> str:
+    return unet_fingerprint(state, state.__getitem__)
+
+
+def unet_state(seed=0) -> dict:
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in latent_unet().state_dict().items()}
+
+
+def test_fingerprint_tells_a_changed_unet_from_the_same_one():
+    """Same weights, same id (also as another float16/float32 copy and in another key
+    order); a fine-tune (every tensor moved a little) or one retrained tensor, another id."""
+    state = unet_state()
+    same = fingerprint(state)
+    assert len(same) == 16 and same == fingerprint(unet_state())
+    assert same == fingerprint({k: v.half() for k, v in reversed(state.items())})
+    assert same == fingerprint({k: v.half().float() for k, v in state.items()})
+    assert same != fingerprint(unet_state(seed=1))
+    g = torch.Generator().manual_seed(0)
+    assert same != fingerprint({k: v + 1e-2 * torch.randn(v.shape, generator=g) for k, v in state.items()})
+    key = next(k for k in state if k.endswith("attn2.to_k.weight"))
+    assert same != fingerprint({**state, key: state[key] * 1.01})
+    renamed = {k.replace("attn2.to_k.", "attn2.to_k2."): v for k, v in state.items()}   # same order, other names
+    assert same != fingerprint(renamed)
+    assert same != fingerprint({**state, key: state[key].reshape(-1, 1)})              # same values, other shape
+
+
+def test_fingerprint_covers_a_lora_and_samples_the_rest():
+    """A LoRA (a low-rank difference on the attention projections, as ComfyUI merges one)
+    changes the id: the weights a file was tuned through are its base. What it does not
+    see: a change confined to values between the sampled positions."""
+    state = unet_state()
+    g = torch.Generator().manual_seed(1)
+    lora = {}
+    for k, v in state.items():
+        if k.endswith(("to_q.weight", "to_k.weight", "to_v.weight")):
+            up, down = torch.randn(v.shape[0], 4, generator=g), torch.randn(4, v.shape[1], generator=g)
+            lora[k] = v + 0.05 * up @ down
+    assert fingerprint(state) != fingerprint({**state, **lora})
+    key = max(state, key=lambda k: state[k].numel())
+    flat = state[key].clone().reshape(-1)
+    assert flat.numel() > FINGERPRINT_SAMPLES
+    flat[1] += 1.0                                        # between sampled positions 0 and (n-1)/15
+    assert fingerprint(state) == fingerprint({**state, key: flat.reshape(state[key].shape)})
+
+
+def test_base_mismatch_names_both_models_and_passes_old_files():
+    ours = {"fingerprint": "00aa00aa00aa00aa", "checkpoint": "v1-5-pruned-emaonly.safetensors"}
+    other = {"fingerprint": "11bb11bb11bb11bb", "checkpoint": "dreamshaper_8.safetensors + LoRA style.safetensors (0.8)"}
+    assert base_mismatch(None, ours, "clip.safetensors") is None                     # saved before fingerprints
+    assert base_mismatch(dict(ours, checkpoint=None), ours, "clip.safetensors") is None
+    warning = base_mismatch(ours, other, "clip.safetensors")
+    for part in ("clip.safetensors", *ours.values(), *other.values(), "tune again"):
+        assert part in warning
+    assert "(None)" not in base_mismatch(dict(ours, checkpoint=None), other, "w")

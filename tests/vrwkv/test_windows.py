@@ -2,8 +2,6 @@
 normalisation, the Bi-WKV carry inside a block and through a whole UNet
 (toyworld/unet.py: latent_unet) via the context-window wrapper."""
 
-import copy
-
 import pytest
 import torch
 
@@ -155,7 +153,7 @@ def test_carry_converges_to_the_whole_clip(overlap):
     assert errors[-1] < 1e-5 < errors[0]
     plain = windowed(ContextWindows(5, overlap, carry=False), unet, x, t, context, opts)
     assert (plain - whole).abs().max().item() > 1e-3
-    fresh = copy.deepcopy(wrapper)                                   # a clone starts with no states
+    fresh = ContextWindows(5, overlap, carry=True)                   # a new one starts with no states
     assert (windowed(fresh, unet, x, t, context, opts) - whole).abs().max().item() == pytest.approx(errors[0])
 
 
@@ -201,3 +199,27 @@ def test_every_per_frame_input_is_cut_to_the_window():
     assert [s[0].tolist() for s in seen] == expected
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c, _ in seen)
     assert all(len(s[3]) == 12 for s in seen)
+
+
+def test_apply_model_wrapper_windows_what_comfyui_passes():
+    """As an APPLY_MODEL wrapper (ComfyUI calls it with the executor and apply_model's own
+    arguments, positionally) the windows cut x, the sigmas and every per-item input, pass
+    the rest on, and give what the UNet function wrapper form gives."""
+    x, t, context, _ = unet_inputs(videos=2, frames=6)
+    calls = []
+
+    def executor(x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, y=None):
+        calls.append((x.shape[0], c_concat, y[:, 0].tolist(), transformer_options["cond_or_uncond"]))
+        return x * 2 + y[:, :1, None, None]
+
+    y = torch.arange(12.0)[:, None].expand(12, 3)
+    options = {"cond_or_uncond": [1, 0], "sigmas": t}
+    windows = ContextWindows(4, 2, carry=False)
+    with torch.no_grad():
+        out = windows.apply_model_wrapper(executor, x, t, None, context, None, options, y=y)
+        same = windows(lambda x, t, **c: executor(x, t, **c), {
+            "input": x, "timestep": t, "cond_or_uncond": [1, 0],
+            "c": {"c_concat": None, "c_crossattn": context, "control": None, "transformer_options": options, "y": y}})
+    assert torch.allclose(out, x * 2 + y[:, :1, None, None], atol=1e-6) and torch.equal(out, same)
+    assert [c[0] for c in calls] == [8, 8, 8, 8] and all(c[1] is None and c[3] == [1, 0] for c in calls)
+    assert calls[0][2] == [0, 1, 2, 3, 6, 7, 8, 9]

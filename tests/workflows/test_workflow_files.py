@@ -32,11 +32,40 @@ def schema_widgets(cls) -> list[str]:
     return names
 
 
-def test_there_are_four_workflows_with_previews():
-    assert [p.stem for p in WORKFLOWS] == ["vrwkv_edit_sampler_custom", "vrwkv_edit_video", "vrwkv_long_clip",
-                                           "vrwkv_reedit_saved_weights"]
+def test_there_are_five_workflows_with_previews():
+    assert [p.stem for p in WORKFLOWS] == ["vrwkv_edit_sampler_custom", "vrwkv_edit_vhs", "vrwkv_edit_video",
+                                           "vrwkv_long_clip", "vrwkv_reedit_saved_weights"]
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").stat().st_size > 10_000
+
+
+def upstream(wf: dict, node: dict, input_name: str) -> dict:
+    links = {link[0]: link for link in wf["links"]}
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    [link] = [i["link"] for i in node["inputs"] if i["name"] == input_name]
+    return nodes[links[link][1]]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_frames_are_capped_and_sized_before_encoding(path):
+    """What VAE Encode gets is a capped, resized batch: core workflows pick frames (Image From
+    Batch) and resize (Upscale Image) after decoding, and their note says that core decodes
+    the whole file first and names the VideoHelperSuite workflow; the VHS workflow caps, skips
+    and resizes while decoding."""
+    wf = json.loads(path.read_text())
+    [encode] = [n for n in wf["nodes"] if n["type"] == "VAEEncode"]
+    source = upstream(wf, encode, "pixels")
+    if source["type"] == "VHS_LoadVideo":
+        values = source["widgets_values"]
+        assert (values["frame_load_cap"], values["custom_width"], values["custom_height"]) == (16, 512, 512)
+        assert values["skip_first_frames"] == 0 and values["select_every_nth"] == 1
+        return
+    assert source["type"] == "ImageScale" and source["widgets_values"][1:3] == [512, 512]
+    pick = upstream(wf, source, "image")
+    assert pick["type"] == "ImageFromBatch" and 8 <= pick["widgets_values"][1] <= 120
+    assert upstream(wf, pick, "image")["type"] == "GetVideoComponents"
+    [note] = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "MarkdownNote"]
+    assert "decode every frame" in note and "vrwkv_edit_vhs" in note
 
 
 @pytest.mark.parametrize("node_id", sorted(vrwkv_editor.NODE_CLASS_MAPPINGS))
@@ -52,7 +81,11 @@ def test_workflow_is_consistent(path):
     assert len(nodes) == len(wf["nodes"]) and max(nodes) <= wf["last_node_id"]
     for node in wf["nodes"]:
         assert node["type"] in WIDGETS, f"unknown node type {node['type']}"
-        assert len(node.get("widgets_values") or []) == len(WIDGETS[node["type"]]), node["type"]
+        values = node.get("widgets_values") or []
+        if isinstance(values, dict):      # saved by name (VideoHelperSuite): the node's widgets, and its format's
+            assert set(WIDGETS[node["type"]]) <= set(values), node["type"]
+        else:
+            assert len(values) == len(WIDGETS[node["type"]]), node["type"]
         assert node.get("mode", 0) == 0
     links = {link[0]: link for link in wf["links"]}
     assert len(links) == len(wf["links"]) and max(links) <= wf["last_link_id"]
