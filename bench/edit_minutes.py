@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import load_pack, machine_name
+from . import load_pack
 from .pipeline_cost import RESULTS, load_raw, median, node_defaults, results_base
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,9 @@ def main(argv=None):
     if not raw:  # the dry run measures the 2-level UNet
         raw = load_raw(results_base(device, "shallow", args.size, args.precision, args.results))
     settings = edit_settings()
-    header = [f"# Minutes per edit: {machine_name(device)}, {args.precision}", "",
+    machine = next((r["machine"] for runs in raw.values() if isinstance(runs, list) for r in runs if "machine" in r),
+                   device)
+    header = [f"# Minutes per edit: {machine}, {args.precision}", "",
               f"One edit at {args.size * 8}x{args.size * 8} px: {settings['tune_steps']} tuning steps (VRWKV Tune On "
               f"Video's default), {settings['invert_steps']} DDIM inversion steps and {settings['sample_steps']} "
               f"sampling steps at cfg {settings['cfg']} (the example workflow's), per-step costs from "

@@ -168,6 +168,7 @@ def main(argv=None) -> int:
                     help="folder for the results (default bench/results; dry run: a temp folder)")
     ap.add_argument("--budget-s", type=float, default=420,
                     help="skip a section when its estimated end passes this many seconds")
+    ap.add_argument("--only", nargs="+", choices=list(ESTIMATES), help="run only these sections (a rerun)")
     args = ap.parse_args(argv)
     load_pack()
     device = "cpu" if args.dry_run else "cuda"
@@ -193,6 +194,8 @@ def main(argv=None) -> int:
 
     def section(title, fn):
         nonlocal ok
+        if args.only and title not in args.only:
+            return
         elapsed = time.perf_counter() - started
         if not args.dry_run and elapsed + ESTIMATES[title] > args.budget_s:
             log.append(f"| {title} | 0 | skipped: {elapsed:.0f} s spent, about {ESTIMATES[title]} s more would "

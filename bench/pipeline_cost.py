@@ -278,7 +278,8 @@ class Session:
                 result[phase] = timed_steps(run, repeats, None)
                 result[phase]["above_bytes"] += state["patch_bytes"]
         result.update(params=state["trained"], sample_unet_dtype=sorted(seen), tf32=tf32_switches(),
-                      precision=self.precision, context_bytes=self.context_bytes)
+                      precision=self.precision, context_bytes=self.context_bytes,
+                      machine=machine_name("cuda" if torch.cuda.is_available() else "cpu"))
         gc.collect()
         comfy.model_management.soft_empty_cache()
         return result
