@@ -194,7 +194,8 @@ def node_default_block() -> dict:
     when the check runs (so the check follows the defaults wherever they are chosen)."""
     from vrwkv_editor.nodes.patch_model import CHANNEL_MIX, PROJECTIONS, VRWKVPatchModel
     inputs = VRWKVPatchModel.INPUT_TYPES()
-    default = {name: spec[1]["default"] for name, spec in {**inputs["required"], **inputs["optional"]}.items()}
+    default = {name: spec[1]["default"] for name, spec in {**inputs["required"], **inputs["optional"]}.items()
+               if "default" in spec[1]}
     return {"hidden_ratio": CHANNEL_MIX[default["channel_mix"]], "rank_ratio": PROJECTIONS[default["projections"]],
             "fused_mix": default["fused_rkv"], "skip_fusion": default["skip_fusion"]}
 
