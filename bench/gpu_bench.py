@@ -1,6 +1,6 @@
 """The GPU bench: the GPU check, then what issue 23 asks to measure on a GPU, in one run.
 
-    bash scripts/gpu_bench.sh              # CUDA, about 6.5 minutes on one H100; writes bench/results/
+    bash scripts/gpu_bench.sh              # CUDA, about 7 minutes on one H100; writes bench/results/
     bash scripts/gpu_bench.sh --dry-run    # CPU, Triton's interpreter, tiny sizes (CI)
 
 Sections, in order of priority (each writes its results as it goes; a section that would
