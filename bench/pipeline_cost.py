@@ -382,9 +382,10 @@ def summary(runs: list) -> dict:
     return out
 
 
-def table(raw: dict, header: list) -> str:
+def table(raw: dict, header: list, times: bool = True) -> str:
     """Markdown: every case, ratios against Tune-A-Video (tuning, memory) and the plain UNet
-    (sampling) at the same frames, checkpointing and window."""
+    (sampling) at the same frames, checkpointing and window; times left out (-) when the
+    machine was busy."""
     cases = {k: v for k, v in raw.items() if "|" in k}
     rows = {k: summary(v) for k, v in cases.items()}
     lines = header + [
@@ -404,12 +405,14 @@ def table(raw: dict, header: list) -> str:
         tav, plain = rows.get(f"{REFERENCE}|{frames}|{ckpt}{rest}"), rows.get(f"plain|{frames}|{ckpt}{rest}")
 
         def ratio(ref, phase, field):
+            if field == "step_s" and not times:
+                return "-"
             mine, theirs = r[phase][field], ref[phase][field] if ref else None
             return f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
 
         def secs(phase, spread=False):
             p = r[phase]
-            if p["step_s"] is None:
+            if p["step_s"] is None or not times:
                 return "-"
             return f"{p['step_s']:.3g}" + (f" ({p['lo']:.3g}-{p['hi']:.3g})" if spread and p["lo"] != p["hi"] else "")
 
@@ -467,7 +470,7 @@ def write_results(raw: dict, args, device: str, base: Path) -> None:
               "default (VRWKV Patch Model's widget defaults at run time); paper (the paper's block).", ""]
     if args.note:
         header += [args.note, ""]
-    base.with_suffix(".md").write_text(table(raw, header))
+    base.with_suffix(".md").write_text(table(raw, header, times=not args.busy))
 
 
 def planned_cases(args) -> list:
@@ -541,12 +544,18 @@ def main(argv=None):
                     help="run every case in this process on the CPU too (faster; CPU memory figures then overlap)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for the results files")
     ap.add_argument("--note", default="", help="a line added to the results (e.g. how busy the machine was)")
+    ap.add_argument("--busy", action="store_true",
+                    help="the machine was shared while timing: the table shows memory only (the JSON keeps the times)")
     ap.add_argument("--sampling-side-by-side", action="store_true",
                     help="instead: sampling steps of --configs in one process, interleaved (first of --frames)")
+    ap.add_argument("--render", action="store_true", help="only rewrite the table (.md) from the results (.json)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = results_base(device, args.depth, args.size, args.precision, args.results)
+    if args.render:
+        write_results(load_raw(base), args, device, base)
+        return
     if args.one:
         config, frames, ckpt = args.one
         session = Session(args.depth, args.size, args.precision)
