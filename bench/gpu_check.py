@@ -10,7 +10,7 @@ Sections, each a table in the results file:
 2. time, achieved bandwidth (least traffic / time) against the card's copy bandwidth, and
    peak memory at the shapes the UNet levels produce (torch backend, Triton, SDPA over
    the same tokens);
-3. one real-size VRWKV block, the paper's and the node's lean default: fp16 sampling, two
+3. one real-size VRWKV block, the paper's and VRWKV Patch Model's default: fp16 sampling, two
    windows with exact carry against the whole clip, and a bf16-autocast tuning step with
    gradient checkpointing (finite, time, peak memory);
 4. the unit tier's kernel tests and the sync count on CUDA (pytest);
@@ -190,13 +190,13 @@ def windows_with_carry(block, x, gate, frames):
 
 
 def real_block(device, dry):
-    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64, the paper block and the node's lean
+    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64, the paper block and the node's
     default: fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
     windows with exact carry against the whole clip, and a bf16-autocast tuning step with
     checkpointing."""
     from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
     from vrwkv_editor.vrwkv.config import DEFAULT, PAPER
-    # the blocks a user gets: the paper's and VRWKV Patch Model's default
+    # the blocks a user gets: the paper's and VRWKV Patch Model's default (config.DEFAULT, read at run time)
     real_blocks = {"paper block": PAPER, "node default": DEFAULT}
     C, Cg, frames, size = (8, 16, 4, 4) if dry else (320, 640, 24, 64)
     x = torch.randn(2 * frames, C, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
@@ -317,6 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     ap.add_argument("--out", type=Path, help="results file (default bench/results/gpu_<device>.md)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-timing", action="store_true",
+                    help="skip the timing table (bench/gpu_bench.py times the kernels itself)")
     args = ap.parse_args(argv)
     load_pack()
     device = "cpu" if args.dry_run else "cuda"
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
     def write(done=False):
         """The results file, rewritten after every section: a run cut off by a time limit
         still leaves what it measured."""
-        from vrwkv_editor import kernels
+        from vrwkv_editor.kernels import dispatch
         if done:
             result = "PASS" if ok else "FAIL"
         else:
@@ -350,7 +352,7 @@ def main(argv=None) -> int:
                 f"{triton.__version__}; `bash scripts/gpu_check.sh{' --dry-run' if args.dry_run else ''}`; "
                 f"{time.perf_counter() - started:.0f} s; result: **{result}**."]
         verdicts = "; ".join(f"{d} {str(t).replace('torch.', '')}: {r or 'passed'}"
-                             for (d, t), r in kernels._verdicts.items())
+                             for (d, t), r in dispatch._verdicts.items())
         head.append(f"The auto backend's self-check of the Triton kernels: {verdicts or 'not run (no auto call on CUDA)'}.")
         if bandwidth:
             head.append(f"Measured device copy bandwidth {bandwidth / 1e9:.0f} GB/s"
@@ -387,7 +389,8 @@ def main(argv=None) -> int:
         return table(rows), passed
 
     section("Triton vs the torch backend (float64): forward and the four gradients", check)
-    section("Time, bandwidth and memory at the UNet's shapes", perf)
+    if not args.no_timing:
+        section("Time, bandwidth and memory at the UNet's shapes", perf)
     section("One real-size VRWKV block" + (" (dry run: tiny)" if args.dry_run else ""), block)
     if device == "cuda":
         def tests():

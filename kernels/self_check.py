@@ -1,11 +1,11 @@
 """The Triton backend checks itself before it serves "auto".
 
-Warp-level scans are where Triton's code generation has had bugs, and a GPU the kernels
-were never run on may be the user's. So the first call per device and dtype runs the
-Triton launchers on a small input that crosses several chunks, carry blocks and channel
-blocks of the configuration in use, and compares y and all four gradients with the torch
-backend in float64 on the same (rounded) inputs. It costs a few milliseconds once per
-process on a GPU.
+Warp-level scans and matmul layouts are where Triton's code generation has had bugs, and
+a GPU the kernels were never run on may be the user's. So the first call per device and
+dtype runs the Triton launchers on an input that crosses chunks, blocks and channel tiles
+of the configuration in use and takes both in-chunk forms (matmul and scan), and compares
+y and all four gradients with the torch backend in float64 on the same (rounded) inputs.
+It costs a fraction of a second once per process on a GPU.
 """
 
 import torch
@@ -17,13 +17,16 @@ TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def check_inputs(cfg, device, dtype):
-    """(w, u, k, v, gy): w, u in fp32, k, v, gy in dtype. L covers three carry blocks
-    (the last one and its last chunk partial), C two channel blocks (the last partial),
-    and w*L spans -2..4 (weights growing and decaying with distance)."""
+    """(w, u, k, v, gy): w, u in fp32, k, v, gy in dtype. L covers three blocks (the last
+    one and its last chunk partial), C two channel tiles (the last partial); w*L spans
+    -2..4 (weights growing and decaying with distance), except in channel 0, whose decay
+    of twice cfg.span per chunk sends the first channel tile through the exact scan
+    instead of the matmul form."""
     L = 2 * cfg.bt * cfg.nb + cfg.bt // 2 + 1
-    C = max(cfg.bc_fwd, cfg.bc_carry, cfg.bc_bwd) + 1
+    C = max(cfg.bc, cfg.bc_carry) + 1
     g = torch.Generator().manual_seed(0)
     w = torch.linspace(-2.0, 4.0, C) / L
+    w[0] = 2 * cfg.span / max(cfg.bt - 1, 1)
     u = torch.randn(C, generator=g)
     k = 2 * torch.randn(2, L, C, generator=g)
     v, gy = torch.randn(2, L, C, generator=g), torch.randn(2, L, C, generator=g)

@@ -1,6 +1,6 @@
 """Makes Triton's interpreter run `tl.associative_scan` / `tl.reduce` with a custom
-combine function fast enough to test the GPU tile configuration on the CPU in minutes
-rather than hours.
+combine function, and calls of @triton.jit device functions, fast enough to test the GPU
+tile configuration on the CPU in minutes rather than hours.
 
 The interpreter folds such a scan one element at a time, calling the combine function
 on scalars for every (row, column) of a tile. Here the combine function runs on whole
@@ -9,6 +9,10 @@ reduction, both keeping every pair in order (earlier operand first), which is al
 associativity allows a compiler to assume. Used by the tests and the GPU check's dry run;
 never by the pack. A Triton whose interpreter lacks these hooks is left as it is (slow
 but correct).
+
+Device functions: the interpreter re-patches triton.language for every call of one (a few
+milliseconds each, most of a kernel's time when it is built from small functions), though
+the launch has already patched it for the whole grid; inside a launch the call skips that.
 """
 
 import numpy as np
@@ -52,13 +56,44 @@ def _reduce_tree(self, input):
     return [self.to_tensor(np.take(v, 0, axis=axis), arg.dtype) for v, arg in zip(vals, input)]
 
 
+def _launch_patches_lang_once(interpreter):
+    """Device-function calls inside a launch patch each language module (triton.language,
+    triton.language.core) once; the launch restores them as before."""
+    import triton.language as tl
+    grid_call, device_call = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__
+    patched = []     # per launch in progress: the language modules patched for it
+
+    def launch(self, *args, **kwargs):
+        patched.append({id(tl)})
+        try:
+            return grid_call(self, *args, **kwargs)
+        finally:
+            patched.pop()
+
+    def call(self, *args, **kwargs):
+        langs = {id(m) for m in self.fn.__globals__.values() if m is tl or m is tl.core}
+        if not patched or not langs <= patched[-1]:
+            if patched:
+                patched[-1] |= langs
+            return device_call(self, *args, **kwargs)
+        try:
+            return self.rewrite()(*args, **kwargs)
+        except Exception as e:
+            raise interpreter.InterpreterError(repr(e)) from e
+
+    interpreter.GridExecutor.__call__ = launch
+    interpreter.InterpretedFunction.__call__ = call
+
+
 def install() -> bool:
-    """Patches the interpreter's generic scan and reduce; True when it did."""
+    """Patches the interpreter's generic scan and reduce and its device-function calls; True
+    when it did."""
     try:
         from triton.runtime import interpreter
         scan_cls, reduce_cls = interpreter.ScanOps, interpreter.ReduceOps
         slow_reduce = reduce_cls.generic_reduce
-        scan_cls.generic_scan  # noqa: B018  (the hook must exist)
+        scan_cls.generic_scan  # noqa: B018  (the hooks must exist)
+        interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.rewrite  # noqa: B018
     except (ImportError, AttributeError):
         return False
     if getattr(scan_cls, "_vrwkv_fast", False):
@@ -71,5 +106,6 @@ def install() -> bool:
 
     scan_cls.generic_scan = _scan
     reduce_cls.generic_reduce = reduce
+    _launch_patches_lang_once(interpreter)
     scan_cls._vrwkv_fast = True
     return True

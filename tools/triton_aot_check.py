@@ -27,31 +27,30 @@ from load_pack import load_pack  # noqa: E402
 def kernel_specs(tc, dt):
     """(kernel, signature, constexprs, num_warps) for each launch the launchers make."""
     cfg = tc.GPU_CONFIG
-    summary = {"w_ptr": "*fp32", "sum_ptr": "*fp32", "L": "i32", "C": "i32", "NT": "i32",
-               "MODE": "constexpr", "BT": "constexpr", "BC": "constexpr"}
+    i32, f32 = "i32", "*fp32"
+    chunk = {"BT": cfg.bt, "BC": cfg.bc}
+    limits = {"SPAN": cfg.span, "BONUS": cfg.bonus, "GROWTH": cfg.growth, "DOT": cfg.dot, **chunk}
+    block = {"BT": cfg.bt, "NB": cfg.nb, "BC": cfg.bc_carry}
 
-    def output(y, store_y, store_lden):  # forward: y in dt; backward: lden (+ y in fp32 for half)
-        return (tc._fwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "w_ptr": "*fp32", "u_ptr": "*fp32",
-                                        "carry_ptr": "*fp32", "y_ptr": f"*{y}", "lden_ptr": "*fp32", "L": "i32",
-                                        "C": "i32", "NT": "i32", "STORE_Y": "constexpr", "STORE_LDEN": "constexpr",
-                                        "BT": "constexpr", "BC": "constexpr"},
-                {"STORE_Y": store_y, "STORE_LDEN": store_lden, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps)
+    def sig(names, consts):
+        return {**names, **{c: "constexpr" for c in consts}}
     return [
-        (tc._chunk_summary_kernel, {"p0": f"*{dt}", "p1": f"*{dt}", "p2": f"*{dt}", **summary},
-         {"MODE": 0, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps),
-        (tc._chunk_summary_kernel, {"p0": "*fp32", "p1": f"*{dt}", "p2": "*fp32", **summary},
-         {"MODE": 1, "BT": cfg.bt, "BC": cfg.bc_fwd}, cfg.warps),
-        *[(tc._chunk_carry_kernel, {"sum_ptr": "*fp32", "w_ptr": "*fp32", "C": "i32", "NT": "i32",
-                                    "chunk_len": "i32", "REVERSE": "constexpr", "NB": "constexpr", "BC": "constexpr"},
-           {"REVERSE": rev, "NB": cfg.nb, "BC": cfg.bc_carry}, cfg.warps) for rev in (False, True)],
-        output(dt, True, False),
-        output("fp32", dt != "fp32", True),
-        (tc._bwd_output_kernel, {"k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "y_ptr": "*fp32", "lden_ptr": "*fp32",
-                                 "g_ptr": f"*{dt}", "w_ptr": "*fp32", "u_ptr": "*fp32", "fcarry_ptr": "*fp32",
-                                 "bcarry_ptr": "*fp32", "gk_ptr": f"*{dt}", "gv_ptr": f"*{dt}",
-                                 "gw_part_ptr": "*fp32", "gu_part_ptr": "*fp32", "L": "i32", "C": "i32",
-                                 "NT": "i32", "BT": "constexpr", "BC": "constexpr"},
-         {"BT": cfg.bt, "BC": cfg.bc_bwd}, cfg.warps),
+        (tc.chunk_state_kernel, sig({"k": f"*{dt}", "v": f"*{dt}", "w": f32, "h": f32, "L": i32, "C": i32,
+                                     "NT": i32}, chunk), chunk, cfg.warps),
+        (tc.block_state_kernel, sig({"h": f32, "hb": f32, "w": f32, "C": i32, "NT": i32, "NBLK": i32}, block),
+         block, cfg.warps),
+        *[(tc.block_scan_kernel, sig({"hb": f32, "w": f32, "C": i32, "NBLK": i32, "block_len": i32},
+                                     ("FUTURE", "NB", "BC")), {"FUTURE": future, "NB": cfg.nb, "BC": cfg.bc_carry},
+           cfg.warps) for future in (False, True)],
+        (tc.block_carry_kernel, sig({"h": f32, "hb": f32, "w": f32, "C": i32, "NT": i32, "NBLK": i32}, block),
+         block, cfg.warps),
+        (tc.chunk_fwd_kernel, sig({"k": f"*{dt}", "v": f"*{dt}", "w": f32, "u": f32, "h": f32, "y": f"*{dt}",
+                                   "L": i32, "C": i32, "NT": i32}, limits), limits, cfg.warps),
+        (tc.chunk_bwd_state_kernel, sig({"k": f"*{dt}", "v": f"*{dt}", "dy": f"*{dt}", "w": f32, "u": f32, "h": f32,
+                                         "hg": f32, "L": i32, "C": i32, "NT": i32}, limits), limits, cfg.warps),
+        (tc.chunk_bwd_kernel, sig({"k": f"*{dt}", "v": f"*{dt}", "dy": f"*{dt}", "w": f32, "u": f32, "h": f32,
+                                   "hg": f32, "dk": f"*{dt}", "dv": f"*{dt}", "dw": f32, "du": f32, "L": i32, "C": i32,
+                                   "NT": i32}, limits), limits, cfg.warps),
     ]
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from test_bi_wkv_torch import make_inputs
-from vrwkv_editor import kernels
+from vrwkv_editor.kernels import dispatch
 from vrwkv_editor.kernels import bi_wkv, triton_status
 
 pytestmark = pytest.mark.skipif(triton_status()[0] is None, reason="triton not installed")
@@ -23,10 +23,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def auto_triton(monkeypatch):
     """"auto" as on CUDA, with fresh verdicts and, on the CPU, tiny tiles."""
     from vrwkv_editor.kernels import triton_chunked as tc
-    monkeypatch.setattr(kernels, "_verdicts", {})
-    monkeypatch.setattr(kernels, "_auto_uses_triton", lambda k: True)
+    monkeypatch.setattr(dispatch, "_verdicts", {})
+    monkeypatch.setattr(dispatch, "_auto_uses_triton", lambda k: True)
     if DEVICE == "cpu":
-        small = tc.Config(bt=4, nb=2, bc_fwd=4, bc_carry=4, bc_bwd=4, warps=1)
+        small = tc.Config(bt=4, nb=2, bc=4, bc_carry=4, warps=1)
         monkeypatch.setattr(tc, "default_config", lambda: small)
     return tc
 
@@ -36,8 +36,8 @@ def inputs():
 
 
 class _CarryNotScanned:
-    """Stands in for `_chunk_carry_kernel`: launches nothing, so every chunk receives its
-    own summary instead of the carry from the rest of the sequence. Right within one
+    """Stands in for `block_carry_kernel`: launches nothing, so every chunk receives its
+    own state instead of the carry from the rest of the sequence. Right within one
     chunk, wrong across chunks."""
 
     def __getitem__(self, grid):
@@ -54,13 +54,13 @@ class _DoesNotCompile:
 def test_correct_kernels_pass_and_serve_auto(auto_triton):
     w, u, k, v = inputs()
     y = bi_wkv(w, u, k, v, backend="auto")
-    assert kernels._verdicts == {(k.device, k.dtype): None}
+    assert dispatch._verdicts == {(k.device, k.dtype): None}
     assert torch.equal(y, bi_wkv(w, u, k, v, backend="triton"))
 
 
 @pytest.mark.parametrize("kernel,broken,reason", [
-    ("_chunk_carry_kernel", _CarryNotScanned(), "is off by"),
-    ("_chunk_summary_kernel", _DoesNotCompile(), "RuntimeError: PTX assembly failed"),
+    ("block_carry_kernel", _CarryNotScanned(), "is off by"),
+    ("chunk_state_kernel", _DoesNotCompile(), "RuntimeError: PTX assembly failed"),
 ], ids=["wrong-across-chunks", "compile-error"])
 def test_broken_kernel_is_caught_and_torch_serves(auto_triton, monkeypatch, caplog, kernel, broken, reason):
     monkeypatch.setattr(auto_triton, kernel, broken)
