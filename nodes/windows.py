@@ -36,8 +36,13 @@ class VRWKVContextWindows:
         }
 
     def apply(self, model, window, overlap, carry):
+        import comfy.patcher_extension as ext
         wrapper = ContextWindows(window, overlap, carry, None)     # checks the overlap first
         windowed = model.clone()
         wrapper.previous = windowed.model_options.get("model_function_wrapper")
         windowed.set_model_unet_function_wrapper(wrapper)
+        # In model_options, not on the ModelPatcher: a clone deep-copies both together, so the
+        # copy's run wrapper resets the copy's own states.
+        ext.add_wrapper_with_key(ext.WrappersMP.OUTER_SAMPLE, "vrwkv_context_windows", wrapper.sampling_run,
+                                 windowed.model_options, is_model_options=True)
         return (windowed,)

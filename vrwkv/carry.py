@@ -6,7 +6,8 @@ VRWKV block of window i receives:
   on by window i-1 of this same model call (exact given window i-1's features);
 - the future: the state of every token after the window, handed on by window i+1 at the
   previous model call (the previous denoising step: the future is not computed yet when
-  window i runs; one step stale, nothing at a run's first step);
+  window i runs; nothing at a run's first step). Window i+1 had mixed in window i+2's
+  state of the call before, and so on: what window i sees of window i+k is k steps old;
 - the frame before the window for the token shift, from window i-1 of this call.
 Windows overlap, so window i-1 hands on the state at window i's start (inside itself),
 and window i+1 the state after window i's end.
@@ -53,9 +54,10 @@ class FrameCarry:
 
 
 class CarryStore:
-    """The states in flight between windows, per batch layout (`key`: cond_or_uncond and
-    shape, so cond and uncond run in separate calls keep their own). `begin` starts a model
-    call: the futures written by the previous call become readable, the pasts start empty."""
+    """The states in flight between windows, per conditioning (`key`: the conditionings of
+    the batch and its shape, so prompts run in separate calls keep their own). `begin`
+    starts a model call: the futures written by the previous call become readable, the pasts
+    start empty."""
 
     def __init__(self):
         self.pasts, self.futures, self.written = {}, {}, {}
@@ -64,10 +66,18 @@ class CarryStore:
         """A new sampling run: the futures of the last run belong to another trajectory."""
         self.__init__()
 
+    def empty(self) -> bool:
+        return not any(d for table in (self.pasts, self.futures, self.written) for d in table.values())
+
     def begin(self, key) -> None:
         self.futures[key] = self.written.pop(key, {})
         self.pasts[key] = {}
         self.written[key] = {}
+
+    def release(self, key) -> None:
+        """Drops everything held for `key` (a call that did not finish)."""
+        for table in (self.pasts, self.futures, self.written):
+            table.pop(key, None)
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
         """The carry for `block` in window `window` = (start, end) of `windows`."""

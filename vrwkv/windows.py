@@ -9,6 +9,11 @@ alike, so memory is bounded by the window, not the clip. With `carry` the VRWKV 
 carry Bi-WKV state between windows (vrwkv/carry.py); without it windows are independent
 and only the overlap ramps join them. Calls under autograd (tuning) pass through
 unwindowed: tuning has its own window (VRWKV Tune On Video).
+
+The states are kept per conditioning (transformer_options["uuids"]: ComfyUI runs prompts
+of one kind with different areas, masks or ControlNets in separate calls) and live for one
+sampling run: `sampling_run` is the outer-sample wrapper that starts and ends each run
+with an empty store.
 """
 
 import torch
@@ -48,6 +53,13 @@ def blend_weights(windows: list[tuple[int, int]], frames: int) -> list[torch.Ten
     return [(r / total[s:e]).float() for (s, e), r in zip(windows, raw)]
 
 
+def _slice_frames(value, start: int, end: int, frames: int):
+    """value[start:end] for a tensor with one item per frame, else value."""
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == frames:
+        return value[start:end]
+    return value
+
+
 def _slice_batch(value, index: torch.Tensor, batch: int):
     """value[index] for tensors with one item per batch entry, also inside dicts, lists and
     tuples (ControlNet's residuals); everything else unchanged."""
@@ -70,7 +82,6 @@ class ContextWindows:
         frame_windows(length + 1, length, overlap)      # checks the overlap
         self.length, self.overlap, self.carry, self.previous = length, overlap, carry, previous
         self.store = CarryStore()
-        self._sigmas = None
 
     def __deepcopy__(self, memo):
         """A clone of the MODEL gets the same settings and its own (empty) states."""
@@ -84,6 +95,15 @@ class ContextWindows:
 
     def models(self):
         return self.previous.models() if hasattr(self.previous, "models") else []
+
+    def sampling_run(self, executor, *args, **kwargs):
+        """ComfyUI's OUTER_SAMPLE wrapper: one sampling run, begun and ended with no states
+        (those of another run belong to another trajectory; an interrupted run frees its own)."""
+        self.store.reset()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.store.reset()
 
     def _apply(self, apply_model, args):
         return apply_model(args["input"], args["timestep"], **args["c"]) if self.previous is None \
@@ -100,18 +120,27 @@ class ContextWindows:
         if len(windows) == 1 or torch.is_grad_enabled():
             return self._apply(apply_model, args)
         options = c.get("transformer_options", {})
-        self._new_run_check(options.get("sample_sigmas"))
-        key = (tuple(cond_or_uncond), tuple(x.shape))
+        key = (tuple(options.get("uuids") or ()), tuple(cond_or_uncond), tuple(x.shape))
         store = self.store if self.carry else None
         if store is not None:
             store.begin(key)
+        try:
+            return self._run_windows(apply_model, args, windows, frames, store, key)
+        except BaseException:
+            if store is not None:
+                store.release(key)
+            raise
+
+    def _run_windows(self, apply_model, args, windows, frames, store, key):
+        x, c, videos = args["input"], args["c"], len(args["cond_or_uncond"])
+        options = c.get("transformer_options", {})
         out = None
         for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
             index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
             context = WindowContext(i, windows, store, key)
             window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
             window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
-                                               "sigmas": _slice_batch(options.get("sigmas"), index, x.shape[0])}
+                                               "sigmas": _slice_frames(options.get("sigmas"), s, e, frames)}
             y = self._apply(apply_model, {**args, "input": x[index.to(x.device)],
                                           "timestep": _slice_batch(args["timestep"], index, x.shape[0]),
                                           "c": window_c})
@@ -123,10 +152,3 @@ class ContextWindows:
             out.index_add_(0, index.to(y.device), y * ramp)
             del window_c, y, context          # this window's prompt copies, before the next one's
         return out
-
-    def _new_run_check(self, sigmas) -> None:
-        """Forget the futures of the last run when a sampling run starts (ComfyUI hands each run
-        its own sigmas tensor; holding it keeps its identity unique)."""
-        if sigmas is not None and sigmas is not self._sigmas:
-            self._sigmas = sigmas
-            self.store.reset()
