@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window,
-                            epsilon_loss, param_groups, tune)
+                            epsilon_loss, param_groups, step_frames, tune)
 from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
                      out_of_memory, replace_patch, require_patch, show_on_node)
 from .plots import as_image_tensor, loss_curve
@@ -158,7 +158,7 @@ class TuneSampler:
 
         def step_loss(generator):
             start = draw_window(generator, frames, self.window)
-            end = start + (self.window if 0 < self.window < frames else frames)
+            end = start + step_frames(frames, self.window)
             model_wrap.conds = window_conds(conds, frames, start, end)
             return epsilon_loss(denoise, x0[start:end], model_wrap.inner_model.model_sampling.sigmas, generator)
 
@@ -243,8 +243,10 @@ class VRWKVTuneOnVideo:
                 "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
                            "Frames per tuning step: each step tunes on a random contiguous window of this many "
                            "frames, so tuning memory is bounded by the window, not the clip (long clips). 0 = "
-                           "all frames. The blocks' decay is normalised by this length (stored with the "
-                           "weights), so it means the same on the whole clip and in context windows."}),
+                           "all frames. The blocks' decay is divided by this length (stored with the weights "
+                           "as norm_frames), so it means the same on the whole clip and in context windows. "
+                           "Re-tuning a tuned model keeps the length it was first tuned with, whatever this "
+                           "window, so its decay keeps its meaning."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -274,8 +276,8 @@ class VRWKVTuneOnVideo:
             replace_patch(tuned, source, patch)
             for p in patch.blocks.parameters():
                 p.requires_grad_(True)
-            if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps the length it was tuned with
-                patch.blocks.set_norm_frames(window if 0 < window < frames else frames)
+            if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps its first length
+                patch.blocks.set_norm_frames(step_frames(frames, window))
             settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
 
             trainer = tuned.clone()

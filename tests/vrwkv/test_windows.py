@@ -12,7 +12,7 @@ from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.carry import FrameCarry
 from vrwkv_editor.vrwkv.config import BlockConfig
-from vrwkv_editor.vrwkv.patch import VRWKVBlocks
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from vrwkv_editor.vrwkv.weights import load_weights, save_weights
 from vrwkv_editor.vrwkv.windows import ContextWindows, blend_weights, frame_windows
 
@@ -89,18 +89,47 @@ def test_block_windows_with_exact_carry_equal_the_whole_clip(lean):
     assert not torch.allclose(alone, whole[second.flatten()], atol=1e-3)
 
 
-def test_norm_frames_is_saved_with_the_weights_and_old_files_load(tmp_path):
+def test_norm_frames_is_saved_with_the_weights(tmp_path):
     unet = latent_unet()
     patch = make_patch(unet)
-    old = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec)
-    spec, state, _, _ = load_weights(old)
-    assert "norm_frames" not in spec                                  # a file from before norm_frames
+    untuned = save_weights(tmp_path / "untuned", patch.blocks.state_dict(), patch.blocks.spec)
+    spec, state, _, _ = load_weights(untuned)
+    assert "norm_frames" not in spec                                  # nothing recorded: each call's own
     assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {None}
     patch.blocks.set_norm_frames(6)
-    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec))
+    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec,
+                                                  info={"frames": 24, "window": 0}))
     rebuilt = VRWKVBlocks(spec)
     assert rebuilt.spec["norm_frames"] == 6
     assert {m.norm_frames for m in rebuilt.modules() if hasattr(m, "norm_frames")} == {6}
+
+
+@pytest.mark.parametrize("window,expected", [(0, 10), (4, 4), (10, 10), (16, 10)])
+def test_files_from_before_norm_frames_use_the_length_they_were_tuned_on(tmp_path, window, expected):
+    """A file tuned before norm_frames was recorded divides the decay by the frames of each
+    tuning step: its window, or all frames (info "frames", "window")."""
+    unet, patch = tuned_unet(None)
+    path = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec,
+                        info={"frames": 10, "window": window})
+    spec, _, _, _ = load_weights(path)
+    assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {expected}
+
+
+def test_an_old_file_tuned_on_the_whole_clip_samples_it_in_windows_as_whole(tmp_path):
+    """Such a file (tuned on all 10 frames), sampled in windows of 5 with carry, reaches its
+    whole-clip output: each window divides the decay by 10 frames, not by its own 5."""
+    unet, patch = tuned_unet(None)
+    path = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec, info={"frames": 10, "window": 0})
+    spec, state, _, _ = load_weights(path)
+    blocks = VRWKVBlocks(spec)
+    blocks.load_state_dict(state)
+    x, t, context, opts = unet_inputs(videos=1, frames=10)
+    opts["patches"] = {"output_block_patch": [VRWKVPatch(blocks)]}
+    with torch.no_grad():
+        whole = unet(x, t, context, dict(opts))
+    wrapper = ContextWindows(5, 2, carry=True)
+    errors = [(windowed(wrapper, unet, x, t, context, opts) - whole).abs().max().item() for _ in range(8)]
+    assert errors[-1] < 1e-5
 
 
 def apply_model(unet):
