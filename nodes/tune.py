@@ -125,14 +125,32 @@ def without_inference_tensors(module: torch.nn.Module) -> None:
 
 
 def window_conds(conds: dict, frames: int, start: int, end: int) -> dict:
-    """A guider's processed conds with every per-frame tensor (batch `frames`) cut to frames
-    [start, end); ComfyUI would otherwise cut a longer batch to its first frames."""
-    def cut(c):
+    """A guider's processed conds cut to frames [start, end): every per-frame tensor (batch
+    `frames`) of an entry (masks, ...) and of its model_conds (the prompt), and the hints of
+    its ControlNets, in copies of the control chain (ComfyUI would otherwise cut a longer
+    batch to its first frames). The copies need pre_run before use, as the guider's had."""
+    def cut(t):
+        return t[start:end] if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == frames else t
+
+    def cut_cond(c):
         fits = isinstance(getattr(c, "cond", None), torch.Tensor) and c.cond.shape[0] == frames
         return c._copy_with(c.cond[start:end]) if fits else c
-    return {name: [{**entry, "model_conds": {k: cut(c) for k, c in entry.get("model_conds", {}).items()}}
-                   for entry in entries]
-            for name, entries in conds.items()}
+
+    def cut_control(control):
+        copy = control.copy()          # ComfyUI copies a control's settings, not its chain
+        copy.cond_hint_original = cut(control.cond_hint_original)
+        copy.extra_concat_orig = [cut(t) for t in control.extra_concat_orig]
+        if control.previous_controlnet is not None:
+            copy.set_previous_controlnet(cut_control(control.previous_controlnet))
+        return copy
+
+    def cut_entry(entry):
+        out = {k: cut(v) for k, v in entry.items()}
+        out["model_conds"] = {k: cut_cond(c) for k, c in entry.get("model_conds", {}).items()}
+        if entry.get("control") is not None:
+            out["control"] = cut_control(entry["control"])
+        return out
+    return {name: [cut_entry(entry) for entry in entries] for name, entries in conds.items()}
 
 
 class TuneSampler:
@@ -147,7 +165,11 @@ class TuneSampler:
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
+        import comfy.samplers
         without_inference_tensors(model_wrap.inner_model)
+        for control in (e["control"] for entries in model_wrap.conds.values() for e in entries if e.get("control")):
+            for patcher in control.get_models():       # a ControlNet on the prompt runs inside the graph too
+                without_inference_tensors(patcher.model)
         x0 = latent_image.clone()
 
         def denoise(x, sigma):
@@ -160,6 +182,8 @@ class TuneSampler:
             start = draw_window(generator, frames, self.window)
             end = start + step_frames(frames, self.window)
             model_wrap.conds = window_conds(conds, frames, start, end)
+            for entries in model_wrap.conds.values():
+                comfy.samplers.pre_run_control(model_wrap.inner_model, entries)
             return epsilon_loss(denoise, x0[start:end], model_wrap.inner_model.model_sampling.sigmas, generator)
 
         def on_step(step, loss):

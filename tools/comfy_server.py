@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PACK_ROOT = HERE.parent
 CHECKPOINTS = {"shallow": "sd15_random_shallow.safetensors", "full": "sd15_random_full.safetensors"}
+CONTROLNET_NAME = "controlnet_random_shallow.safetensors"
 CLIP_NAME = "vrwkv_test_clip.mp4"
 BUILDER_VERSION = "1"     # bump when make_random_sd15.py changes what it writes
 
@@ -64,6 +65,14 @@ def cached_checkpoint(depth: str) -> Path:
     path = cache_dir() / f"sd15_random_{depth}_v{BUILDER_VERSION}.safetensors"
     if not path.exists():
         run_comfy_python([HERE / "make_random_sd15.py", "--depth", depth, "--out", path])
+    return path
+
+
+def cached_controlnet(depth: str = "shallow") -> Path:
+    """A random SD1.5 ControlNet fitting the random checkpoint of that depth, built once (make_random_controlnet.py)."""
+    path = cache_dir() / f"controlnet_random_{depth}_v{BUILDER_VERSION}.safetensors"
+    if not path.exists():
+        run_comfy_python([HERE / "make_random_controlnet.py", "--depth", depth, "--out", path])
     return path
 
 

@@ -35,16 +35,20 @@ def torch_default_init(model: torch.nn.Module) -> None:
                 break
 
 
+def unet_config(depth: str) -> dict:
+    """ComfyUI's SD15 UNet config at that depth."""
+    return {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+            "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+            "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
+            "num_heads": 8, "use_temporal_attention": False, "use_temporal_resblock": False, **DEPTHS[depth]}
+
+
 def build(depth: str) -> dict:
     import comfy.ldm.models.autoencoder
     import comfy.sd1_clip
     import comfy.supported_models
-    unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-                   "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
-                   "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
-                   "num_heads": 8, "use_temporal_attention": False, "use_temporal_resblock": False, **DEPTHS[depth]}
     parts = {
-        "model.diffusion_model.": comfy.supported_models.SD15(unet_config).get_model({}).diffusion_model,
+        "model.diffusion_model.": comfy.supported_models.SD15(unet_config(depth)).get_model({}).diffusion_model,
         "first_stage_model.": comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=VAE_CONFIG, embed_dim=4),
         "cond_stage_model.": comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float32),
     }

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import ComfyServer, comfyui_path
+from harness import CONTROLNET_NAME, ComfyServer, cached_controlnet, comfyui_path
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,8 +15,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def comfy_server():
-    """One server for the session: shallow random SD1.5 + the 8-frame 64x64 test clip."""
-    with ComfyServer(checkpoints=("shallow",)) as server:
+    """One server for the session: shallow random SD1.5, a random ControlNet for it, the
+    8-frame 64x64 test clip."""
+    with ComfyServer(checkpoints=("shallow",),
+                     files={f"models/controlnet/{CONTROLNET_NAME}": cached_controlnet("shallow")}) as server:
         yield server
 
 

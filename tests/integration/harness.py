@@ -1,8 +1,9 @@
 """The integration tier's helpers: the server tools (tools/comfy_server.py) and API-format
 graph pieces shared by the tests."""
 
-from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_ROOT, ComfyServer, cached_checkpoint, comfyui_path,  # noqa: F401
-                          make_test_clip, pack_import_errors, read_latent, video_info)
+from comfy_server import (CHECKPOINTS, CLIP_NAME, CONTROLNET_NAME, PACK_ROOT, ComfyServer, cached_checkpoint,  # noqa: F401
+                          cached_controlnet, comfyui_path, make_test_clip, pack_import_errors, read_latent,
+                          video_info)
 
 
 def clip_graph(depth: str = "shallow", prompt: str = "a man skiing") -> dict:
