@@ -246,8 +246,10 @@ class VRWKVTuneOnVideo:
                                                        f"temporal parameters (mu, decay, first) at "
                                                        f"{TEMPORAL_LR_MULTIPLIER:g}x without weight decay, so they move "
                                                        "within the run."}),
-                "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
-                         "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
+                "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                         "tooltip": "Seed of the timesteps, noise and windows drawn in each step: the same seed "
+                                    "tunes the same way, so a queued workflow tunes again only when an input "
+                                    "changes. Change it by hand for another run."}),
                 "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
                               "What is tuned: the VRWKV blocks only, or also the query projections of every "
                               "self- and cross-attention (as Tune-A-Video does; more faithful, more memory)."}),

@@ -40,8 +40,7 @@ CLIP_LINKS = [
 ]
 TUNE = {
     "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
-    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
-                                               "control_after_generate": "fixed", "trainable": "vrwkv",
+    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33, "trainable": "vrwkv",
                                                "gradient_checkpointing": True, "training_dtype": "auto",
                                                "save_name": NAME, "note": SOURCE}, None),
     "curve": ("PreviewImage", [3, 1], {}, "Loss curve"),
