@@ -54,44 +54,51 @@ class FrameCarry:
 
 
 class CarryStore:
-    """The states in flight between windows, per conditioning (`key`: the conditionings of
-    the batch and its shape, so prompts run in separate calls keep their own). `begin`
-    starts a model call: the futures written by the previous call become readable, the pasts
-    start empty."""
+    """The latest states handed between windows, per conditioning (`key`: the conditionings
+    of the batch and its shape, so prompts run in separate calls keep their own): for block
+    b and window i, ("past", b, i) from window i-1 (with the frame before window i) and
+    ("future", b, i) from window i+1. A window reads the latest of each, so run in order it
+    gets this call's past and the previous call's future, run in reverse order this call's
+    future and the previous call's past. Only `keep_pasts` keeps the pasts for a later call
+    (a reverse one); otherwise a read frees them."""
 
-    def __init__(self):
-        self.pasts, self.futures, self.written = {}, {}, {}
+    def __init__(self, keep_pasts: bool = False):
+        self.keep_pasts = keep_pasts
+        self.states, self.calls = {}, {}
 
     def reset(self) -> None:
-        """A new sampling run: the futures of the last run belong to another trajectory."""
-        self.__init__()
+        """A new sampling run: the states of the last run belong to another trajectory."""
+        self.states, self.calls = {}, {}
 
     def empty(self) -> bool:
-        return not any(d for table in (self.pasts, self.futures, self.written) for d in table.values())
+        return not any(self.states.values())
 
-    def begin(self, key) -> None:
-        self.futures[key] = self.written.pop(key, {})
-        self.pasts[key] = {}
-        self.written[key] = {}
+    def begin(self, key) -> int:
+        """Starts a model call for `key`; returns the number of calls before it in this run."""
+        self.states.setdefault(key, {})
+        done = self.calls.get(key, 0)
+        self.calls[key] = done + 1
+        return done
 
     def release(self, key) -> None:
         """Drops everything held for `key` (a call that did not finish)."""
-        for table in (self.pasts, self.futures, self.written):
-            table.pop(key, None)
+        self.states.pop(key, None)
+        self.calls.pop(key, None)
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
         """The carry for `block` in window `window` = (start, end) of `windows`."""
-        past, prev = self.pasts[key].pop((block, window), (None, {}))
+        table = self.states[key]
+        past, prev = (table.get if self.keep_pasts else table.pop)(("past", block, window), (None, {}))
         has_next, has_prev = window + 1 < len(windows), window > 0
-        return FrameCarry(past=past, future=self.futures[key].get((block, window)), prev=prev,
+        return FrameCarry(past=past, future=table.get(("future", block, window)), prev=prev,
                           next_start=windows[window + 1][0] - start if has_next else None,
                           prev_end=windows[window - 1][1] - start if has_prev else None)
 
     def hand_on(self, key, block: str, window: int, carry: FrameCarry) -> None:
         if carry.out_past is not None:
-            self.pasts[key][(block, window + 1)] = (carry.out_past, carry.out_prev)
+            self.states[key][("past", block, window + 1)] = (carry.out_past, carry.out_prev)
         if carry.out_future is not None:
-            self.written[key][(block, window - 1)] = carry.out_future
+            self.states[key][("future", block, window - 1)] = carry.out_future
 
 
 @dataclass
