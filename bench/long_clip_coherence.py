@@ -1,6 +1,5 @@
 """Coherence across window boundaries: a long toy clip edited in context windows with Bi-WKV
-carry (windows in order every step, or in alternating order), without carry, and with plain
-overlap, against the whole clip in one pass.
+carry, without carry, and with plain overlap, against the whole clip in one pass.
 
     python -m bench.long_clip_coherence [--frames 48 96] [--window 12] [--overlap 4]
 
@@ -73,10 +72,10 @@ def tune_windowed(model, options, params, clip, steps, lr, window, seed=33):
 
 
 @torch.no_grad()
-def edit(model, options, clip, window, overlap, carry, steps, alternate=False):
+def edit(model, options, clip, window, overlap, carry, steps):
     """Invert with the source prompt (cfg 1), sample the edit prompt (cfg 4); window 0 = whole clip."""
     def runner():
-        return model if window == 0 else Windowed(model, ContextWindows(window, overlap, carry, alternate=alternate))
+        return model if window == 0 else Windowed(model, ContextWindows(window, overlap, carry))
     sigmas = ddim_sigmas(model.sigmas, steps)
     inverted = sample_ddim(Guided(runner(), model.text([SOURCE]), model.text([""]), 1.0, options), clip, sigmas.flip(0))
     return sample_ddim(Guided(runner(), model.text([EDIT]), model.text([""]), 4.0, options), inverted, sigmas)
@@ -102,17 +101,14 @@ def coherence_table(base, args, length) -> list[str]:
     losses = tune_windowed(model, options, params, clip, args.tune_steps, args.lr, args.window)
     print(f"{length} frames: tuned {args.tune_steps} steps in {time.perf_counter() - t0:.0f} s, "
           f"last loss {losses[-1]:.4f}", flush=True)
-    configs = [("whole clip (one pass)", 0, 0, False, False),
-               ("windows, no carry, no overlap", args.window, 0, False, False),
-               (f"plain overlap ({args.overlap} frames), no carry", args.window, args.overlap, False, False),
-               ("carry, no overlap", args.window, 0, True, False),
-               (f"carry + overlap ({args.overlap} frames)", args.window, args.overlap, True, False),
-               ("carry, no overlap, alternating order", args.window, 0, True, True),
-               (f"carry + overlap ({args.overlap} frames), alternating order", args.window, args.overlap, True, True)]
+    configs = [("whole clip (one pass)", 0, 0, False), ("windows, no carry, no overlap", args.window, 0, False),
+               (f"plain overlap ({args.overlap} frames), no carry", args.window, args.overlap, False),
+               ("carry, no overlap", args.window, 0, True),
+               (f"carry + overlap ({args.overlap} frames)", args.window, args.overlap, True)]
     results = {}
-    for name, window, overlap, carry, alternate in configs:
+    for name, window, overlap, carry in configs:
         t0 = time.perf_counter()
-        frames = as_image_batch(edit(model, options, clip, window, overlap, carry, args.ddim_steps, alternate))
+        frames = as_image_batch(edit(model, options, clip, window, overlap, carry, args.ddim_steps))
         results[name] = (frames, window, overlap, time.perf_counter() - t0)
         print(f"{name}: {results[name][3]:.0f} s", flush=True)
     reference = results[configs[0][0]][0]
@@ -153,9 +149,8 @@ def main(argv=None):
              "or ends (for the whole clip: the pairs of the windowed runs with overlap "
              f"{args.overlap}). Lower warp error and flicker are better; PSNR is against the whole-clip edit "
              "(higher = closer to processing the clip as one sequence). With carry, a window's future state "
-             "comes from the previous model call: run in order every call, what a window sees of the window k "
-             "ahead is k steps old; in alternating order (every other call runs the windows last to first) "
-             "past and future are at most one step old. Time: inversion + edit, one thread, on a shared "
+             "comes from the previous model call: what a window sees of the window k ahead is k steps old. "
+             "Time: inversion + edit, one thread, on a shared "
              f"machine. `python -m bench.long_clip_coherence --frames {' '.join(map(str, args.frames))}`.", ""]
     for length in args.frames:
         lines += coherence_table(base, args, length)

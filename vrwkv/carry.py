@@ -54,41 +54,34 @@ class FrameCarry:
 
 
 class CarryStore:
-    """The latest states handed between windows, per conditioning (`key`: the conditionings
-    of the batch and its shape, so prompts run in separate calls keep their own): for block
-    b and window i, ("past", b, i) from window i-1 (with the frame before window i) and
-    ("future", b, i) from window i+1. A window reads the latest of each, so run in order it
-    gets this call's past and the previous call's future, run in reverse order this call's
-    future and the previous call's past. Only `keep_pasts` keeps the pasts for a later call
-    (a reverse one); otherwise a read frees them."""
+    """The states handed between windows, per conditioning (`key`: the conditionings of the
+    batch and its shape, so prompts run in separate calls keep their own): for block b and
+    window i, ("past", b, i) from window i-1 of this call (with the frame before window i,
+    freed when read) and ("future", b, i) from window i+1 of the previous call (the latest
+    written: window i+1 runs after window i)."""
 
-    def __init__(self, keep_pasts: bool = False):
-        self.keep_pasts = keep_pasts
-        self.states, self.calls = {}, {}
+    def __init__(self):
+        self.states = {}
 
     def reset(self) -> None:
         """A new sampling run: the states of the last run belong to another trajectory."""
-        self.states, self.calls = {}, {}
+        self.states = {}
 
     def empty(self) -> bool:
         return not any(self.states.values())
 
-    def begin(self, key) -> int:
-        """Starts a model call for `key`; returns the number of calls before it in this run."""
+    def begin(self, key) -> None:
+        """Starts a model call for `key`."""
         self.states.setdefault(key, {})
-        done = self.calls.get(key, 0)
-        self.calls[key] = done + 1
-        return done
 
     def release(self, key) -> None:
         """Drops everything held for `key` (a call that did not finish)."""
         self.states.pop(key, None)
-        self.calls.pop(key, None)
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
         """The carry for `block` in window `window` = (start, end) of `windows`."""
         table = self.states[key]
-        past, prev = (table.get if self.keep_pasts else table.pop)(("past", block, window), (None, {}))
+        past, prev = table.pop(("past", block, window), (None, {}))
         has_next, has_prev = window + 1 < len(windows), window > 0
         return FrameCarry(past=past, future=table.get(("future", block, window)), prev=prev,
                           next_start=windows[window + 1][0] - start if has_next else None,

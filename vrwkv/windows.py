@@ -76,17 +76,16 @@ class ContextWindows:
     """model_function_wrapper running the UNet in frame windows (see the module doc).
     `previous` is a wrapper that was on the MODEL before; it runs inside, per window."""
 
-    def __init__(self, length: int, overlap: int, carry: bool, previous=None, alternate: bool = False):
+    def __init__(self, length: int, overlap: int, carry: bool, previous=None):
         if length < 1:
             raise ValueError(f"context window length must be at least 1 frame, got {length}")
         frame_windows(length + 1, length, overlap)      # checks the overlap
         self.length, self.overlap, self.carry, self.previous = length, overlap, carry, previous
-        self.alternate = alternate
-        self.store = CarryStore(keep_pasts=alternate)
+        self.store = CarryStore()
 
     def __deepcopy__(self, memo):
         """A clone of the MODEL gets the same settings and its own (empty) states."""
-        return ContextWindows(self.length, self.overlap, self.carry, self.previous, self.alternate)
+        return ContextWindows(self.length, self.overlap, self.carry, self.previous)
 
     def to(self, device):
         """ModelPatcher moves a wrapper with the model: the wrapped one moves along."""
@@ -123,20 +122,20 @@ class ContextWindows:
         options = c.get("transformer_options", {})
         key = (tuple(options.get("uuids") or ()), tuple(cond_or_uncond), tuple(x.shape))
         store = self.store if self.carry else None
-        reverse = store is not None and store.begin(key) % 2 == 1 and self.alternate
+        if store is not None:
+            store.begin(key)
         try:
-            return self._run_windows(apply_model, args, windows, frames, store, key, reverse)
+            return self._run_windows(apply_model, args, windows, frames, store, key)
         except BaseException:
             if store is not None:
                 store.release(key)
             raise
 
-    def _run_windows(self, apply_model, args, windows, frames, store, key, reverse):
+    def _run_windows(self, apply_model, args, windows, frames, store, key):
         x, c, videos = args["input"], args["c"], len(args["cond_or_uncond"])
         options = c.get("transformer_options", {})
         out = None
-        order = list(enumerate(zip(windows, blend_weights(windows, frames))))
-        for i, ((s, e), weight) in reversed(order) if reverse else order:
+        for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
             index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
             context = WindowContext(i, windows, store, key)
             window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
