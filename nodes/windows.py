@@ -8,8 +8,9 @@ from .common import CATEGORY
 class VRWKVContextWindows:
     DESCRIPTION = ("Runs the model on long clips in overlapping windows of frames, so sampling and inversion "
                    "memory is bounded by the window, not the clip. With carry, the VRWKV blocks hand their "
-                   "Bi-WKV state across window boundaries (the past exactly, the future from the previous "
-                   "step), so the clip is still mixed as one sequence; overlapping frames are blended. Works "
+                   "Bi-WKV state across window boundaries (what lies before a window exactly, what lies after "
+                   "it from earlier steps), so the clip is still mixed as one sequence; overlapping frames are "
+                   "blended. Works "
                    "with the VRWKV DDIM nodes, the VRWKV SAMPLER and core samplers; tuning ignores it (use VRWKV "
                    "Tune On Video's window). The input MODEL is unchanged.")
     CATEGORY = CATEGORY + "/sampling"
@@ -31,7 +32,9 @@ class VRWKVContextWindows:
                 "carry": ("BOOLEAN", {"default": True, "tooltip":
                           "Carry the VRWKV blocks' Bi-WKV state and the previous frame across window "
                           "boundaries (needs a VRWKV-patched model; off: windows are independent and joined "
-                          "only by the overlap)."}),
+                          "only by the overlap). Windows run in order: the state of every frame before a window "
+                          "is exact; that of the frames after it comes from earlier steps, as the window k "
+                          "windows ahead was k steps ago (nothing at the first step)."}),
             },
         }
 

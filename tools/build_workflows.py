@@ -123,8 +123,9 @@ Memory is bounded by these settings, not by the clip's length:
   16-frame window. The blocks' decay is normalised by it (stored with the weights).
 - **VRWKV Context Windows, window** (16) and **overlap** (4): frames per UNet call in the
   inversion and the sampler; neighbouring windows share 4 frames, blended. **carry** on:
-  the VRWKV blocks hand their Bi-WKV state across window boundaries (the past exactly, the
-  future from the previous step), so the clip is still mixed as one sequence.
+  the VRWKV blocks hand their Bi-WKV state across window boundaries (what lies before a
+  window exactly, what lies after it from earlier steps), so the clip is still mixed as one
+  sequence.
 - **VRWKV Patch Model, resolution**: *half and below* lowers it further.
 What still grows with the clip: its latents and frames (small), VAE Encode/Decode (ComfyUI
 batches them), and the time (linear in frames)."""
