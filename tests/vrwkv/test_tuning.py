@@ -229,7 +229,7 @@ def test_auto_training_dtype_is_float32_on_the_cpu():
 def test_query_delta_is_added_in_float32():
     """A delta of 1e-4 of the weight is below half a bfloat16 step of it (2e-3 to 4e-3):
     added in bfloat16 it would vanish; the wrapper returns W + delta in float32."""
-    from vrwkv_editor.nodes.tune import QueryDelta
+    from vrwkv_editor.nodes.trainer import QueryDelta
     weight = (torch.rand(8, 8) + 0.5).to(torch.bfloat16)
     wrapper = QueryDelta(weight)
     with torch.no_grad():
@@ -240,7 +240,7 @@ def test_query_delta_is_added_in_float32():
 
 
 def test_retuning_composes_the_differences_from_the_checkpoint():
-    from vrwkv_editor.nodes.tune import compose_deltas
+    from vrwkv_editor.nodes.trainer import compose_deltas
     earlier = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])}
     new = {"a": torch.tensor([0.5, -2.0]), "c": torch.tensor([4.0])}
     total = compose_deltas(earlier, new)
@@ -255,7 +255,7 @@ def test_retuning_composes_the_differences_from_the_checkpoint():
 def test_checkpointed_recompute_sees_the_transformer_options_of_its_call():
     """The UNet rewrites one transformer_options dict as it goes; a patch looked up by block
     must get the same block when backward recomputes the layer."""
-    from vrwkv_editor.nodes.tune import checkpointed
+    from vrwkv_editor.nodes.trainer import checkpointed
     weights = {("input", i): torch.nn.Parameter(torch.tensor(float(i + 1))) for i in range(3)}
 
     def layer(x, transformer_options):
@@ -320,7 +320,7 @@ def test_window_conds_cut_everything_per_frame_to_the_window():
     """Per-frame prompts, masks, ControlNet hints (each control of a chain, and their extra
     concat inputs) reach a tuning window cut to its frames; shared ones stay as they are, and
     the guider's own conds and controls are not changed."""
-    from vrwkv_editor.nodes.tune import window_conds
+    from vrwkv_editor.nodes.trainer import window_conds
 
     class Cond:                                        # ComfyUI's CONDRegular protocol
         def __init__(self, cond):
