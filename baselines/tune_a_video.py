@@ -183,7 +183,7 @@ def query_trainer(model, gradient_checkpointing: bool = True):
     are wrapped in trainable deltas (VRWKV Tune On Video's QueryDelta) and, if asked, with
     that node's gradient checkpointing (every ResBlock and SpatialTransformer recomputed)."""
     import comfy.utils
-    from vrwkv_editor.nodes.tune import QueryDelta, checkpoint_patches, query_weight_keys
+    from vrwkv_editor.nodes.trainer import QueryDelta, checkpoint_patches, query_weight_keys
 
     trainer = model.clone()
     unet = trainer.get_model_object("diffusion_model")
@@ -214,7 +214,7 @@ def tune_in_comfy(trainer, params, samples, conditioning, steps: int, seed: int 
     """`steps` steps of VRWKV Tune On Video's loop (its sampler in ComfyUI's guider, the
     pack's AdamW recipe) on `params` of the ModelPatcher `trainer`; returns the losses."""
     import comfy.model_management
-    from vrwkv_editor.nodes.tune import TuneSampler, run_tuning
+    from vrwkv_editor.nodes.trainer import TuneSampler, run_tuning
     from vrwkv_editor.vrwkv.tuning import TuneSettings
 
     with torch.inference_mode(False):

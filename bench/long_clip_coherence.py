@@ -1,13 +1,13 @@
 """Coherence across window boundaries: a long toy clip edited in context windows with Bi-WKV
 carry, without carry, and with plain overlap, against the whole clip in one pass.
 
-    python -m bench.long_clip_coherence [--frames 48] [--window 12] [--overlap 4]
+    python -m bench.long_clip_coherence [--frames 48 96] [--window 12] [--overlap 4]
 
-The committed toy model (toyworld) is patched and tuned once on the clip with windowed
+The committed toy model (toyworld) is patched and tuned once on each clip with windowed
 tuning (window = the context window, so the decay is normalised by it), then the clip is
 DDIM-inverted with the source prompt and sampled with an edit prompt (cfg 4) through the
 pack's ContextWindows wrapper (vrwkv/windows.py, as VRWKV Context Windows installs it; a
-fresh wrapper per sampling run, as ComfyUI's new sigmas would reset it). Measured per
+fresh wrapper per sampling run, as each ComfyUI sampling run starts with an empty store). Measured per
 consecutive frame pair (vrwkv/metrics.py): optical-flow warp error and flicker, averaged over
 the pairs where the window membership changes (a window starts or ends: the boundaries) and
 over all other pairs; and the PSNR of each edit against the whole-clip edit. Writes
@@ -15,6 +15,7 @@ bench/results/long_clip_coherence_<device>.md.
 """
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -91,9 +92,45 @@ def boundary_pairs(frames, window, overlap) -> np.ndarray:
     return mask
 
 
+def coherence_table(base, args, length) -> list[str]:
+    """Tunes the toy model on a clip of `length` frames and edits it every way: a results section."""
+    clip, _ = make_clip("zigzag", length, Spec("red", "circle", "large", 0, 0), 1)
+    model, options, params = prepare(base, Method("vrwkv", "vrwkv", lr=args.lr, config=PAPER))
+    find_patch(options).blocks.set_norm_frames(args.window)
+    t0 = time.perf_counter()
+    losses = tune_windowed(model, options, params, clip, args.tune_steps, args.lr, args.window)
+    print(f"{length} frames: tuned {args.tune_steps} steps in {time.perf_counter() - t0:.0f} s, "
+          f"last loss {losses[-1]:.4f}", flush=True)
+    configs = [("whole clip (one pass)", 0, 0, False), ("windows, no carry, no overlap", args.window, 0, False),
+               (f"plain overlap ({args.overlap} frames), no carry", args.window, args.overlap, False),
+               ("carry, no overlap", args.window, 0, True),
+               (f"carry + overlap ({args.overlap} frames)", args.window, args.overlap, True)]
+    results = {}
+    for name, window, overlap, carry in configs:
+        t0 = time.perf_counter()
+        frames = as_image_batch(edit(model, options, clip, window, overlap, carry, args.ddim_steps))
+        results[name] = (frames, window, overlap, time.perf_counter() - t0)
+        print(f"{name}: {results[name][3]:.0f} s", flush=True)
+    reference = results[configs[0][0]][0]
+    source_warp = np.nanmean(metrics.warp_error(as_image_batch(clip))[0])
+    lines = [(f"## {length} frames ({len(frame_windows(length, args.window, args.overlap))} windows with overlap, "
+              f"{len(frame_windows(length, args.window, 0))} without)"), "",
+             (f"Warp error of the source clip itself: {source_warp:.4f}. Load average {os.getloadavg()[0]:.1f} at "
+              "the end of this section."), "",
+             ("| run | warp error at boundaries | warp error elsewhere | flicker at boundaries | flicker elsewhere "
+              "| PSNR vs whole clip (dB) | time (s) |"), "|---|---|---|---|---|---|---|"]
+    for name, (frames, window, overlap, seconds) in results.items():
+        mask = boundary_pairs(length, window or args.window, overlap if window else args.overlap)
+        warp, flick = metrics.warp_error(frames)[0], metrics.flicker(frames)
+        psnr = "-" if name == configs[0][0] else f"{metrics.psnr(frames, reference):.1f}"
+        lines.append(f"| {name} | {np.nanmean(warp[mask]):.4f} | {np.nanmean(warp[~mask]):.4f} | "
+                     f"{flick[mask].mean():.4f} | {flick[~mask].mean():.4f} | {psnr} | {seconds:.0f} |")
+    return lines + [""]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--frames", type=int, nargs="+", default=[48, 96], help="clip lengths, one section each")
     ap.add_argument("--window", type=int, default=12)
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--tune-steps", type=int, default=60)
@@ -103,45 +140,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     base, _ = load_model()
-    clip, _ = make_clip("zigzag", args.frames, Spec("red", "circle", "large", 0, 0), 1)
-    model, options, params = prepare(base, Method("vrwkv", "vrwkv", lr=args.lr, config=PAPER))
-    find_patch(options).blocks.set_norm_frames(args.window)
-    t0 = time.perf_counter()
-    losses = tune_windowed(model, options, params, clip, args.tune_steps, args.lr, args.window)
-    print(f"tuned {args.tune_steps} steps in {time.perf_counter() - t0:.0f} s, last loss {losses[-1]:.4f}", flush=True)
-    configs = [("whole clip (one pass)", 0, 0, False), ("windows, no carry, no overlap", args.window, 0, False),
-               (f"plain overlap ({args.overlap} frames), no carry", args.window, args.overlap, False),
-               ("carry, no overlap", args.window, 0, True),
-               (f"carry + overlap ({args.overlap} frames)", args.window, args.overlap, True)]
-    results = {}
-    for name, window, overlap, carry in configs:
-        t0 = time.perf_counter()
-        frames = as_image_batch(edit(model, options, clip, window, overlap, carry, args.ddim_steps))
-        results[name] = (frames, window, overlap)
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    reference = results[configs[0][0]][0]
-    source_warp = np.nanmean(metrics.warp_error(as_image_batch(clip))[0])
     device = "cpu"
     lines = [f"# Coherence across context-window boundaries (toy world): {machine_name(device)}", "",
-             f"Toy model (toyworld), zigzag clip of {args.frames} frames (32x32 px), VRWKV skip+mid tuned "
-             f"{args.tune_steps} steps at lr {args.lr:g} on random {args.window}-frame windows (decay normalised by "
-             f"{args.window} frames), DDIM {args.ddim_steps} steps: inversion with '{SOURCE}' at cfg 1, edit "
-             f"'{EDIT}' at cfg 4. Windows of {args.window} frames. Boundary pairs: consecutive frames between "
-             "which a window starts or ends (for the whole clip: the pairs of the windowed runs with overlap "
-             f"{args.overlap}). Warp error of the source clip itself: {source_warp:.4f}. Lower warp error and "
-             "flicker are better; PSNR is against the whole-clip edit (higher = closer to processing the clip "
-             "as one sequence). `python -m bench.long_clip_coherence`.", "",
-             "| run | warp error at boundaries | warp error elsewhere | flicker at boundaries | flicker elsewhere "
-             "| PSNR vs whole clip (dB) |", "|---|---|---|---|---|---|"]
-    for name, (frames, window, overlap) in results.items():
-        mask = boundary_pairs(args.frames, window or args.window, overlap if window else args.overlap)
-        warp, flick = metrics.warp_error(frames)[0], metrics.flicker(frames)
-        psnr = "-" if name == configs[0][0] else f"{metrics.psnr(frames, reference):.1f}"
-        lines.append(f"| {name} | {np.nanmean(warp[mask]):.4f} | {np.nanmean(warp[~mask]):.4f} | "
-                     f"{flick[mask].mean():.4f} | {flick[~mask].mean():.4f} | {psnr} |")
+             f"Toy model (toyworld), zigzag clips (32x32 px), VRWKV skip+mid tuned {args.tune_steps} steps at lr "
+             f"{args.lr:g} on random {args.window}-frame windows of each clip (decay normalised by {args.window} "
+             f"frames), DDIM {args.ddim_steps} steps: inversion with '{SOURCE}' at cfg 1, edit '{EDIT}' at cfg 4. "
+             f"Windows of {args.window} frames. Boundary pairs: consecutive frames between which a window starts "
+             "or ends (for the whole clip: the pairs of the windowed runs with overlap "
+             f"{args.overlap}). Lower warp error and flicker are better; PSNR is against the whole-clip edit "
+             "(higher = closer to processing the clip as one sequence). With carry, a window's future state "
+             "comes from the previous model call: what a window sees of the window k ahead is k steps old. "
+             "Time: inversion + edit, one thread, on a shared "
+             f"machine. `python -m bench.long_clip_coherence --frames {' '.join(map(str, args.frames))}`.", ""]
+    for length in args.frames:
+        lines += coherence_table(base, args, length)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"long_clip_coherence_{device}.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines))
     print("\n".join(lines))
 
 

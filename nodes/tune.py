@@ -1,94 +1,20 @@
-"""VRWKV Tune On Video: one-shot tuning of a patched SD1.5 MODEL on the clip's frames.
-
-The loop (vrwkv/tuning.py) runs inside ComfyUI's own sampling machinery, as core's
-training node does: a guider with the source prompt loads the model and prepares the
-conditioning, and a sampler object runs the steps, calling the model through the guider,
-so every patch, wrapper and weight patch of the MODEL applies. Training happens on a
-throw-away clone (checkpointing object patches, trainable weight wrappers); the returned
-MODEL is another clone carrying its own copy of the VRWKV blocks and the tuned query
-weights as ordinary weight patches, so the input MODEL is never changed.
-"""
-
-import time
+"""VRWKV Tune On Video: one-shot tuning of a patched SD1.5 MODEL on the clip's frames. The
+node reads its widgets and runs the steps of nodes/trainer.py in order; the input MODEL is
+never changed."""
 
 import torch
-import torch.nn.functional as F
 
-from ..vrwkv.tuning import (BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, NonFiniteLoss, TuneSettings, draw_window,
-                            epsilon_loss, param_groups, tune)
-from .common import (CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size, is_out_of_memory, log,
-                     out_of_memory, replace_patch, require_patch, show_on_node)
+from ..vrwkv.tuning import BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, TuneSettings, param_groups, step_frames
+from .common import CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size
 from .plots import as_image_tensor, loss_curve
 from .sampling import require_eps_model
+from .trainer import (TuneSampler, clip_latents, finish, keeping_completed_steps, prepare_trainer, progress_reporter,
+                      run_tuning, training_record, tunable_copy)
 from .weights import save_patch
 
 TRAINABLE = ("vrwkv", "vrwkv+attn_q")
 DTYPES = ("auto", "bfloat16", "float32")
 NODE = "VRWKV Tune On Video"
-
-
-class QueryDelta(torch.nn.Module):
-    """Weight wrapper W -> W + delta with a trainable delta (starts at 0), added in float32:
-    in the weight's half-precision dtype a delta below half its step (about 2e-3 of W in
-    bfloat16, 2.5e-4 in float16) would round away. The projection then runs in float32
-    (`float32_projection`)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.delta = torch.nn.Parameter(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device))
-
-    def __call__(self, weight):
-        return weight.float() + self.delta
-
-    def move_to(self, device):
-        """Called by ModelPatcher when the model moves; returns the bytes moved."""
-        self.to(device=device)
-        return self.delta.numel() * self.delta.element_size()
-
-
-def float32_projection(linear):
-    """A forward for a ComfyUI Linear that computes in float32 (its weight, with the weight
-    wrappers applied, cast to float32) and returns the input's dtype, so that a tuned query
-    delta counts in full even when the UNet computes in half precision."""
-    import comfy.ops
-
-    def forward(x):
-        with torch.autocast(x.device.type, enabled=False):
-            weight, bias = comfy.ops.cast_bias_weight(linear, x, dtype=torch.float32)
-            return F.linear(x.float(), weight, bias).to(x.dtype)
-    return forward
-
-
-def compose_deltas(earlier: dict, new: dict) -> dict:
-    """Differences from the checkpoint of a model tuned again: earlier + new, key by key."""
-    return {k: earlier.get(k, 0) + new.get(k, 0) for k in {**earlier, **new}}
-
-
-def query_weight_keys(unet) -> list[str]:
-    """Model keys of the self- and cross-attention query projections (Tune-A-Video's set)."""
-    return [f"diffusion_model.{name}.weight" for name, _ in unet.named_modules()
-            if name.endswith(("attn1.to_q", "attn2.to_q"))]
-
-
-def checkpointed(forward):
-    """`forward` recomputed in backward. ComfyUI's UNet keeps rewriting the transformer_options
-    dict it passes down ("block", "block_index"), so the recomputation gets a copy taken at the
-    call: patches looked up by block (attn1 replacements, middle patches) see their own block."""
-    def run(*args, **kwargs):
-        if torch.is_grad_enabled():
-            args = [dict(a) if isinstance(a, dict) else a for a in args]
-            kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
-            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-    return run
-
-
-def checkpoint_patches(unet) -> dict:
-    """Object patches that recompute each ResBlock and SpatialTransformer in backward."""
-    from comfy.ldm.modules.attention import SpatialTransformer
-    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-    return {f"diffusion_model.{name}.forward": checkpointed(m.forward)
-            for name, m in unet.named_modules() if isinstance(m, (ResBlock, SpatialTransformer))}
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -112,79 +38,6 @@ def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, traina
     if trainable != TRAINABLE[0]:
         knobs.append(f"set trainable to {TRAINABLE[0]}")
     return knobs + list(MEMORY_KNOBS)
-
-
-def without_inference_tensors(module: torch.nn.Module) -> None:
-    """ComfyUI loads weights under inference mode; autograd cannot save such tensors for
-    backward, so they are replaced by equal ordinary tensors (values unchanged)."""
-    for m in module.modules():
-        for table in (m._parameters, m._buffers):
-            for name, t in table.items():
-                if t is not None and t.is_inference():
-                    table[name] = torch.nn.Parameter(t.clone(), requires_grad=False) if name in m._parameters else t.clone()
-
-
-def window_conds(conds: dict, frames: int, start: int, end: int) -> dict:
-    """A guider's processed conds with every per-frame tensor (batch `frames`) cut to frames
-    [start, end); ComfyUI would otherwise cut a longer batch to its first frames."""
-    def cut(c):
-        fits = isinstance(getattr(c, "cond", None), torch.Tensor) and c.cond.shape[0] == frames
-        return c._copy_with(c.cond[start:end]) if fits else c
-    return {name: [{**entry, "model_conds": {k: cut(c) for k, c in entry.get("model_conds", {}).items()}}
-                   for entry in entries]
-            for name, entries in conds.items()}
-
-
-class TuneSampler:
-    """Duck-typed comfy.samplers.Sampler whose sample() runs the tuning loop; with a `window`
-    each step tunes on a random contiguous window of that many frames."""
-
-    def __init__(self, params, settings, dtype, on_step, window: int = 0):
-        self.params, self.settings, self.dtype, self.on_step = params, settings, dtype, on_step
-        self.window = window
-        self.losses = []
-        self.unet_dtype = None          # the dtype the UNet computed in (its output convolution's)
-
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
-        without_inference_tensors(model_wrap.inner_model)
-        x0 = latent_image.clone()
-
-        def denoise(x, sigma):
-            with torch.autocast(x0.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                return model_wrap(x, sigma, **extra_args)
-
-        conds, frames = model_wrap.conds, x0.shape[0]
-
-        def step_loss(generator):
-            start = draw_window(generator, frames, self.window)
-            end = start + (self.window if 0 < self.window < frames else frames)
-            model_wrap.conds = window_conds(conds, frames, start, end)
-            return epsilon_loss(denoise, x0[start:end], model_wrap.inner_model.model_sampling.sigmas, generator)
-
-        def on_step(step, loss):
-            self.losses.append(loss)
-            self.on_step(step, self.losses)
-
-        def record_dtype(module, args, output):
-            self.unet_dtype = output.dtype
-
-        hook = model_wrap.inner_model.diffusion_model.out.register_forward_hook(record_dtype)
-        try:
-            tune(self.params, step_loss, self.settings, on_step)
-        finally:
-            hook.remove()
-            model_wrap.conds = conds
-        return torch.zeros_like(latent_image)
-
-
-def run_tuning(trainer, sampler: TuneSampler, samples, conditioning, seed: int) -> None:
-    """Runs `sampler` (its tuning loop) on the loaded `trainer` through ComfyUI's guider with
-    the source prompt, so every patch and wrapper of the MODEL applies."""
-    import comfy.samplers
-    guider = comfy.samplers.CFGGuider(trainer)
-    guider.inner_set_conds({"positive": [[c[0].clone(), dict(c[1])] for c in conditioning]})
-    guider.sample(torch.zeros_like(samples), samples.clone(), sampler, torch.tensor([1.0, 0.0]), seed=seed)
 
 
 class VRWKVTuneOnVideo:
@@ -222,8 +75,10 @@ class VRWKVTuneOnVideo:
                                                        f"temporal parameters (mu, decay, first) at "
                                                        f"{TEMPORAL_LR_MULTIPLIER:g}x without weight decay, so they move "
                                                        "within the run."}),
-                "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
-                         "Seed of the timesteps and noise drawn in each step (same seed, same run)."}),
+                "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                         "tooltip": "Seed of the timesteps, noise and windows drawn in each step: the same seed "
+                                    "tunes the same way, so a queued workflow tunes again only when an input "
+                                    "changes. Change it by hand for another run."}),
                 "trainable": (list(TRAINABLE), {"default": "vrwkv", "tooltip":
                               "What is tuned: the VRWKV blocks only, or also the query projections of every "
                               "self- and cross-attention (as Tune-A-Video does; more faithful, more memory)."}),
@@ -243,8 +98,10 @@ class VRWKVTuneOnVideo:
                 "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
                            "Frames per tuning step: each step tunes on a random contiguous window of this many "
                            "frames, so tuning memory is bounded by the window, not the clip (long clips). 0 = "
-                           "all frames. The blocks' decay is normalised by this length (stored with the "
-                           "weights), so it means the same on the whole clip and in context windows."}),
+                           "all frames. The blocks' decay is divided by this length (stored with the weights "
+                           "as norm_frames), so it means the same on the whole clip and in context windows. "
+                           "Re-tuning a tuned model keeps the length it was first tuned with, whatever this "
+                           "window, so its decay keeps its meaning."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -252,109 +109,28 @@ class VRWKVTuneOnVideo:
     def tune(self, model, latent, conditioning, steps, learning_rate, seed, trainable, gradient_checkpointing,
              training_dtype, save_name="", note="", window=0, unique_id=None):
         import comfy.model_management
-        import comfy.utils
-
-        samples = latent["samples"]
-        if samples.ndim != 4 or samples.shape[1] != 4:
-            raise ValueError(f"{NODE}: expected SD1.5 latents of shape (frames, 4, h, w) from VAE Encode, got "
-                             f"{tuple(samples.shape)}; encode the frames with the SD1.5 checkpoint's VAE")
-        if not torch.count_nonzero(samples):
-            raise ValueError(f"{NODE}: the latent is all zeros (an empty latent?); connect the VAE Encode output "
-                             "of the clip's frames")
-        require_eps_model(model, NODE)
+        samples = clip_latents(latent, NODE)
         frames = samples.shape[0]
+        require_eps_model(model, NODE)
         check_conditioning_batch(conditioning, frames, "source prompt")
         device = comfy.model_management.get_torch_device()
         dtype = resolve_dtype(training_dtype, device)
+        settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
+        info = training_record(samples, window, settings, trainable, dtype, note)
+        knobs = tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device, window, frames)
 
         with torch.inference_mode(False):
-            tuned = model.clone()
-            source = require_patch(model, NODE)
-            patch = source.copy()                       # our own blocks: the input MODEL keeps its own
-            replace_patch(tuned, source, patch)
-            for p in patch.blocks.parameters():
-                p.requires_grad_(True)
-            if patch.blocks.spec.get("norm_frames") is None:   # a re-tuned model keeps the length it was tuned with
-                patch.blocks.set_norm_frames(window if 0 < window < frames else frames)
-            settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
-
-            trainer = tuned.clone()
-            unet = trainer.get_model_object("diffusion_model")
-            deltas = {}
-            if trainable == "vrwkv+attn_q":
-                for key in query_weight_keys(unet):
-                    wrapper = QueryDelta(comfy.utils.get_attr(trainer.model, key))
-                    trainer.add_weight_wrapper(key, wrapper)
-                    module = key[:-len(".weight")]
-                    trainer.add_object_patch(f"{module}.forward",
-                                             float32_projection(comfy.utils.get_attr(trainer.model, module)))
-                    deltas[key] = wrapper.delta
+            tuned, patch = tunable_copy(model, NODE, norm_frames=step_frames(frames, window))
+            trainer, deltas = prepare_trainer(tuned, patch.blocks, trainable == TRAINABLE[1],
+                                              gradient_checkpointing, dtype)
             params = param_groups(patch.blocks.named_parameters(), settings, pretrained=deltas.values())
-            if gradient_checkpointing:
-                patch.blocks.set_gradient_checkpointing(True)
-                for key, fn in checkpoint_patches(unet).items():
-                    trainer.add_object_patch(key, fn)
-            trainer.set_model_compute_dtype(dtype)      # every choice, as core's trainer: float32 means float32
-            comfy.model_management.load_models_gpu([trainer], memory_required=1e20, force_full_load=True)
-
-            pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
-            every = max(1, steps // 25)
-            clock = [time.perf_counter()]
-
-            def on_step(step, losses):
-                report = step % every == 0 or step == steps
-                pbar.update_absolute(step, steps, ("PNG", loss_curve(losses), 512) if report else None)
-                if report:
-                    recent = losses[-every:]
-                    now = time.perf_counter()
-                    status = (f"step {step}/{steps}, loss {sum(recent) / len(recent):.4f}, "
-                              f"{(now - clock[0]) / len(recent):.2f} s/step")
-                    clock[0] = now
-                    log.info(f"VRWKV tuning: {status}")
-                    show_on_node(unique_id, status)
-
-            sampler = TuneSampler(params, settings, dtype, on_step, window)
-            info = {"frames": frames, "window": window, "height": samples.shape[2] * 8, "width": samples.shape[3] * 8,
-                    "steps": steps, "lr": learning_rate, "seed": seed,
-                    "temporal_lr_multiplier": settings.temporal_lr_multiplier,
-                    "block_lr_multiplier": settings.block_lr_multiplier, "trainable": trainable,
-                    "training_dtype": str(dtype).replace("torch.", ""), "note": note}
-            try:
-                run_tuning(trainer, sampler, samples, conditioning, seed)
-            except BaseException as e:
-                self._finish(tuned, patch, deltas, info, sampler)
-                saved = ""
-                if save_name.strip() and sampler.losses:
-                    path = save_patch(tuned, save_name, NODE)
-                    saved = f"; the weights of the {len(sampler.losses)} completed steps were saved to {path}"
-                    log.warning(f"VRWKV tuning stopped at step {len(sampler.losses)} ({type(e).__name__}){saved}")
-                if isinstance(e, NonFiniteLoss):
-                    raise NonFiniteLoss(f"{NODE}: {e}") from None
-                if is_out_of_memory(e):
-                    raise out_of_memory(NODE, f"tuning on {frames_and_size(samples)}{saved}",
-                                        tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device,
-                                                            window, frames)) from e
-                raise
-            finally:
-                patch.blocks.set_gradient_checkpointing(False)
-            self._finish(tuned, patch, deltas, info, sampler)
+            sampler = TuneSampler(params, settings, dtype, progress_reporter(steps, unique_id), window)
+            with keeping_completed_steps(tuned, sampler, save_name, NODE, frames_and_size(samples), knobs):
+                try:
+                    run_tuning(trainer, sampler, samples, conditioning, seed)
+                finally:
+                    finish(tuned, patch, deltas, info, sampler)
 
         path = save_patch(tuned, save_name, NODE) if save_name.strip() else ""
         image = as_image_tensor(loss_curve(sampler.losses))
         return {"ui": {"text": [path] if path else []}, "result": (tuned, image, path)}
-
-    @staticmethod
-    def _finish(tuned, patch, deltas, info, sampler):
-        """Freezes the tuned state into the output MODEL: blocks, query deltas as weight
-        patches, the training record."""
-        for p in patch.blocks.parameters():
-            p.requires_grad_(False)
-        new = {k: d.detach().float().cpu() for k, d in deltas.items()}
-        if new:
-            tuned.add_patches({k: (d,) for k, d in new.items()}, 1.0, 1.0)
-        # The input MODEL's own differences (a re-tuned model) stay applied, so the file keeps them
-        # too: the sum of every run's differences from the checkpoint.
-        patch.base_deltas = compose_deltas(patch.base_deltas, new)
-        losses, computed = sampler.losses, sampler.unet_dtype
-        patch.info = {**info, "steps_done": len(losses), "final_loss": losses[-1] if losses else None,
-                      "unet_compute_dtype": str(computed).replace("torch.", "") if computed else None}

@@ -10,8 +10,9 @@ WRAPPER_KEY = "vrwkv_context_windows"    # a later VRWKV Context Windows replace
 class VRWKVContextWindows:
     DESCRIPTION = ("Runs the model on long clips in overlapping windows of frames, so sampling and inversion "
                    "memory is bounded by the window, not the clip. With carry, the VRWKV blocks hand their "
-                   "Bi-WKV state across window boundaries (the past exactly, the future from the previous "
-                   "step), so the clip is still mixed as one sequence; overlapping frames are blended. Works "
+                   "Bi-WKV state across window boundaries (what lies before a window exactly, what lies after "
+                   "it from earlier steps), so the clip is still mixed as one sequence; overlapping frames are "
+                   "blended. Works "
                    "with the VRWKV DDIM nodes, the VRWKV SAMPLER and core samplers; tuning ignores it (use VRWKV "
                    "Tune On Video's window). UNet wrappers of other nodes, before or after it, run around "
                    "the windows; a ControlNet runs once on the whole clip and each window gets its frames' "
@@ -35,7 +36,9 @@ class VRWKVContextWindows:
                 "carry": ("BOOLEAN", {"default": True, "tooltip":
                           "Carry the VRWKV blocks' Bi-WKV state and the previous frame across window "
                           "boundaries (needs a VRWKV-patched model; off: windows are independent and joined "
-                          "only by the overlap)."}),
+                          "only by the overlap). Windows run in order: the state of every frame before a window "
+                          "is exact; that of the frames after it comes from earlier steps, as the window k "
+                          "windows ahead was k steps ago (nothing at the first step)."}),
             },
         }
 
@@ -43,6 +46,8 @@ class VRWKVContextWindows:
         from comfy.patcher_extension import WrappersMP
         windows = ContextWindows(window, overlap, carry)     # checks the overlap first
         windowed = model.clone()
-        windowed.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY)
-        windowed.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, windows.apply_model_wrapper)
+        for kind, wrapper in ((WrappersMP.APPLY_MODEL, windows.apply_model_wrapper),
+                              (WrappersMP.OUTER_SAMPLE, windows.sampling_run)):
+            windowed.remove_wrappers_with_key(kind, WRAPPER_KEY)
+            windowed.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
         return (windowed,)

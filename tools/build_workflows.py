@@ -60,8 +60,7 @@ VHS_OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "combine", "imag
 
 TUNE = {
     "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
-    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33,
-                                               "control_after_generate": "fixed", "trainable": "vrwkv",
+    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33, "trainable": "vrwkv",
                                                "gradient_checkpointing": True, "training_dtype": "auto",
                                                "save_name": NAME, "note": SOURCE}, None),
     "curve": ("PreviewImage", [3, 1], {}, "Loss curve"),
@@ -167,8 +166,9 @@ Memory is bounded by these settings, not by the clip's length:
   16-frame window. The blocks' decay is normalised by it (stored with the weights).
 - **VRWKV Context Windows, window** (16) and **overlap** (4): frames per UNet call in the
   inversion and the sampler; neighbouring windows share 4 frames, blended. **carry** on:
-  the VRWKV blocks hand their Bi-WKV state across window boundaries (the past exactly, the
-  future from the previous step), so the clip is still mixed as one sequence.
+  the VRWKV blocks hand their Bi-WKV state across window boundaries (what lies before a
+  window exactly, what lies after it from earlier steps), so the clip is still mixed as one
+  sequence.
 - **VRWKV Patch Model, resolution**: *half and below* lowers it further.
 What still grows with the clip: its latents and frames (small), VAE Encode/Decode (ComfyUI
 batches them), and the time (linear in frames).

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 PACK_ROOT = HERE.parent
 PACK_NAME = "ComfyUI-VRWKV-Editor"     # the folder users install the pack as (the repository's name)
 CHECKPOINTS = {"shallow": "sd15_random_shallow.safetensors", "full": "sd15_random_full.safetensors"}
+CONTROLNET_NAME = "controlnet_random_shallow.safetensors"
 CLIP_NAME = "vrwkv_test_clip.mp4"
 BUILDER_VERSION = "1"     # bump when make_random_sd15.py changes what it writes
 CONTROLNET_BUILDER_VERSION = "1"     # bump when make_random_controlnet.py changes what it writes

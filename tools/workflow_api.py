@@ -16,9 +16,10 @@ def is_widget(spec) -> bool:
 
 
 def has_control_widget(name: str, spec) -> bool:
-    """The page adds a 'control after generate' widget after these INT inputs."""
+    """The page adds a 'control after generate' widget after an INT input whose options ask
+    for one, or, when they say nothing, one named seed or noise_seed."""
     options = spec[1] if len(spec) > 1 else {}
-    return spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed"))
+    return spec[0] == "INT" and bool(options.get("control_after_generate", name in ("seed", "noise_seed")))
 
 
 def widget_inputs(info: dict) -> list[tuple[str, bool]]:

@@ -2,10 +2,12 @@
 
 Features come as ComfyUI passes them, (videos * frames, C, H, W). Tokens are ordered
 (t, h, w) into one sequence of L = T*H*W per video, so every token sees the whole clip at
-a cost linear in L. Decay and bonus are divided by L as in Vision-RWKV, so the total decay
-across a clip stays bounded whatever its length. A tuned block fixes that length
-(`norm_frames`, from the weights' block spec) so that its decay means the same on a window,
-the tuned clip and a longer clip; None (old files, untuned blocks) uses the call's own frames.
+a cost linear in L. Decay and bonus are divided by the sequence length as in Vision-RWKV.
+A tuned block fixes that length (`norm_frames`, from the weights' block spec) so that its
+per-token decay is the same on a window, the tuned clip and a longer clip (the total decay
+across a clip then grows with the clip); None (untuned blocks) uses the call's own frames.
+Decay and bonus are divided in float32 at least: in float16 they fall below its normal range
+at tens of thousands of tokens.
 
 Before the projections each frame is interpolated with its predecessor,
 `mu * x_t + (1 - mu) * x_{t-1}` (separate mu per projection and channel, x_{-1} = 0, the
@@ -145,9 +147,10 @@ class SpatialMix3D(nn.Module):
         self.output = projection(channels, channels, rank_ratio, zero=True)
 
     def decay_and_bonus(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token decay w and bonus u for a sequence of `tokens`: divided by its length
-        (Vision-RWKV), so the total decay across a clip stays bounded whatever its length."""
-        return self.decay / tokens, self.first / tokens
+        """Per-token decay w and bonus u: decay and first divided by `tokens` (Vision-RWKV),
+        in float32 or wider whatever the parameters' dtype."""
+        dtype = torch.promote_types(self.decay.dtype, torch.float32)
+        return self.decay.to(dtype) / tokens, self.first.to(dtype) / tokens
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor, carry=None) -> torch.Tensor:
         """x: (V, T, H, W, C), gate: (V, T, H, W, Cg) -> (V, T, H, W, C)."""
@@ -197,8 +200,9 @@ HALF = (torch.float16, torch.bfloat16)
 
 class CastCache:
     """A module's parameters cast to another dtype, kept until one of them changes (an
-    optimiser step bumps its version, a move changes its storage). A copied module starts
-    with an empty cache."""
+    optimiser step or a load bumps its version, a move changes its storage). Inference
+    tensors (made under torch.inference_mode, as ComfyUI runs nodes) track no version: they
+    are cast on every call instead. A copied module starts with an empty cache."""
 
     def __init__(self):
         self.key, self.cast = None, {}
@@ -208,6 +212,8 @@ class CastCache:
 
     def tensors(self, module: nn.Module, dtype: torch.dtype) -> dict:
         named = list(module.named_parameters())
+        if any(p.is_inference() for _, p in named):
+            return {name: p.detach().to(dtype) for name, p in named}
         key = (dtype, tuple((name, p.data_ptr(), p._version) for name, p in named))
         if key != self.key:
             self.key, self.cast = key, {name: p.detach().to(dtype) for name, p in named}
@@ -222,19 +228,30 @@ class VRWKVBlock3D(nn.Module):
     a second feature of that many channels (the skip fusion: x = skip, g = decoder). Runs
     in its parameters' dtype and returns the input dtype, so a fp16 UNet can carry an fp32
     block; with half_precision_sampling, calls without gradients on half-precision features
-    run a copy of the parameters in the features' dtype instead. An exact identity at init."""
+    run a copy of the parameters in the features' dtype instead. An exact identity at init.
+
+    Parameters are ordinary tensors even when the block is built or moved under
+    torch.inference_mode (ComfyUI runs nodes and model loads in it), so the copy is cached
+    and tuning can train them; a move frees the copy."""
 
     def __init__(self, channels: int, gate_channels: int | None = None, config: BlockConfig = PAPER):
         super().__init__()
         self.channels, self.gate_channels = channels, gate_channels
-        self.norm_x = nn.LayerNorm(channels)
-        self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
-        self.spatial_mix = SpatialMix3D(channels, gate_channels, config.rank, config.fused_rkv, config.skip_fusion)
-        self.norm_cm = nn.LayerNorm(channels) if config.channel_mix else None
-        self.channel_mix = ChannelMix3D(channels, config.channel_mix) if config.channel_mix else None
+        with torch.inference_mode(False):
+            self.norm_x = nn.LayerNorm(channels)
+            self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
+            self.spatial_mix = SpatialMix3D(channels, gate_channels, config.rank, config.fused_rkv, config.skip_fusion)
+            self.norm_cm = nn.LayerNorm(channels) if config.channel_mix else None
+            self.channel_mix = ChannelMix3D(channels, config.channel_mix) if config.channel_mix else None
         self.gradient_checkpointing = False
         self.sample_in_unet_dtype = config.half_precision_sampling
         self.cast = CastCache()
+
+    def _apply(self, fn, recurse=True):
+        """Every move or cast (.to, .cuda, .half, ...): outside inference mode, and frees the cast copy."""
+        self.cast = CastCache()
+        with torch.inference_mode(False):
+            return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
         """`carry`: the window's FrameCarry (vrwkv/carry.py) when x is a window of a longer clip."""

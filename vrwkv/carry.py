@@ -6,7 +6,8 @@ VRWKV block of window i receives:
   on by window i-1 of this same model call (exact given window i-1's features);
 - the future: the state of every token after the window, handed on by window i+1 at the
   previous model call (the previous denoising step: the future is not computed yet when
-  window i runs; one step stale, nothing at a run's first step);
+  window i runs; nothing at a run's first step). Window i+1 had mixed in window i+2's
+  state of the call before, and so on: what window i sees of window i+k is k steps old;
 - the frame before the window for the token shift, from window i-1 of this call.
 Windows overlap, so window i-1 hands on the state at window i's start (inside itself),
 and window i+1 the state after window i's end.
@@ -53,35 +54,44 @@ class FrameCarry:
 
 
 class CarryStore:
-    """The states in flight between windows, per batch layout (`key`: cond_or_uncond and
-    shape, so cond and uncond run in separate calls keep their own). `begin` starts a model
-    call: the futures written by the previous call become readable, the pasts start empty."""
+    """The states handed between windows, per conditioning (`key`: the conditionings of the
+    batch and its shape, so prompts run in separate calls keep their own): for block b and
+    window i, ("past", b, i) from window i-1 of this call (with the frame before window i,
+    freed when read) and ("future", b, i) from window i+1 of the previous call (the latest
+    written: window i+1 runs after window i)."""
 
     def __init__(self):
-        self.pasts, self.futures, self.written = {}, {}, {}
+        self.states = {}
 
     def reset(self) -> None:
-        """A new sampling run: the futures of the last run belong to another trajectory."""
-        self.__init__()
+        """A new sampling run: the states of the last run belong to another trajectory."""
+        self.states = {}
+
+    def empty(self) -> bool:
+        return not any(self.states.values())
 
     def begin(self, key) -> None:
-        self.futures[key] = self.written.pop(key, {})
-        self.pasts[key] = {}
-        self.written[key] = {}
+        """Starts a model call for `key`."""
+        self.states.setdefault(key, {})
+
+    def release(self, key) -> None:
+        """Drops everything held for `key` (a call that did not finish)."""
+        self.states.pop(key, None)
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
         """The carry for `block` in window `window` = (start, end) of `windows`."""
-        past, prev = self.pasts[key].pop((block, window), (None, {}))
+        table = self.states[key]
+        past, prev = table.pop(("past", block, window), (None, {}))
         has_next, has_prev = window + 1 < len(windows), window > 0
-        return FrameCarry(past=past, future=self.futures[key].get((block, window)), prev=prev,
+        return FrameCarry(past=past, future=table.get(("future", block, window)), prev=prev,
                           next_start=windows[window + 1][0] - start if has_next else None,
                           prev_end=windows[window - 1][1] - start if has_prev else None)
 
     def hand_on(self, key, block: str, window: int, carry: FrameCarry) -> None:
         if carry.out_past is not None:
-            self.pasts[key][(block, window + 1)] = (carry.out_past, carry.out_prev)
+            self.states[key][("past", block, window + 1)] = (carry.out_past, carry.out_prev)
         if carry.out_future is not None:
-            self.written[key][(block, window - 1)] = carry.out_future
+            self.states[key][("future", block, window - 1)] = carry.out_future
 
 
 @dataclass

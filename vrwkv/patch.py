@@ -25,8 +25,9 @@ from .windows import CONTEXT_KEY
 class VRWKVBlocks(nn.Module):
     """The blocks named in a spec from layout.block_spec. `block` builds one block from
     (channels, gate_channels, BlockConfig): the benchmarks swap in baseline mixers.
-    spec["norm_frames"] (set by tuning, absent in older files) fixes the length the decay is
-    normalised by (blocks.SpatialMix3D)."""
+    spec["norm_frames"] (set by the first tuning; for files tuned before it was recorded,
+    filled in from their training record by weights.load_weights) fixes the length the decay
+    is divided by (blocks.SpatialMix3D)."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()

@@ -65,6 +65,11 @@ def draw_noise(generator: torch.Generator, x0: torch.Tensor, num_timesteps: int 
     return t, noise
 
 
+def step_frames(frames: int, window: int) -> int:
+    """Frames per tuning step: the window when it is shorter than the clip, else the clip."""
+    return window if 0 < window < frames else frames
+
+
 def draw_window(generator: torch.Generator, frames: int, window: int) -> int:
     """First frame of a random contiguous window of `window` frames (Tune-A-Video samples its
     frames alike), drawn from the tuning generator; 0 without a draw when the window holds

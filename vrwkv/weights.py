@@ -6,6 +6,8 @@ the checkpoint it was made with through ComfyUI's weight patching). Metadata (st
 `format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record; its
 `base` names the model the file was made on: `unet_fingerprint` and, where known, the
 checkpoint's file name; files saved before fingerprints have none).
+A tuned file's layout records the frames its decay is divided by (`norm_frames`); files
+tuned before it was recorded get the frames of their tuning steps from the training record.
 Files are written atomically, never over an existing file (vrwkv/files.py: a taken
 name gets a counter suffix), and never unpickled.
 """
@@ -19,6 +21,7 @@ import torch
 from safetensors import safe_open
 
 from .files import save_safetensors_atomic
+from .tuning import step_frames
 from .version import VERSION
 
 FORMAT = "vrwkv-editor-weights/1"
@@ -65,6 +68,8 @@ def load_weights(path: str | Path):
         raise ValueError(f"{path.name}: tensor {bad!r} holds non-finite values (the tuning that wrote it "
                          "diverged); tune again with a lower learning rate")
     spec, info = json.loads(meta["layout"]), json.loads(meta.get("info", "{}"))
+    if "norm_frames" not in spec and info.get("frames"):
+        spec["norm_frames"] = step_frames(int(info["frames"]), int(info.get("window") or 0))
     blocks = {k[len("vrwkv."):]: v for k, v in tensors.items() if k.startswith("vrwkv.")}
     base = {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")}
     return spec, blocks, base, info

@@ -12,6 +12,11 @@ ControlNet's residuals, ...) sliced alike, so memory is bounded by the window, n
 With `carry` the VRWKV blocks carry Bi-WKV state between windows (vrwkv/carry.py); without
 it windows are independent and only the overlap ramps join them. Calls under autograd
 (tuning) pass through unwindowed: tuning has its own window (VRWKV Tune On Video).
+
+The states are kept per conditioning (transformer_options["uuids"]: ComfyUI runs prompts
+of one kind with different areas, masks or ControlNets in separate calls) and live for one
+sampling run: `sampling_run` is the outer-sample wrapper that starts and ends each run
+with an empty store.
 """
 
 import torch
@@ -51,6 +56,13 @@ def blend_weights(windows: list[tuple[int, int]], frames: int) -> list[torch.Ten
     return [(r / total[s:e]).float() for (s, e), r in zip(windows, raw)]
 
 
+def _slice_frames(value, start: int, end: int, frames: int):
+    """value[start:end] for a tensor with one item per frame, else value."""
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == frames:
+        return value[start:end]
+    return value
+
+
 def _slice_batch(value, index: torch.Tensor, batch: int):
     """value[index] for tensors with one item per batch entry, also inside dicts, lists and
     tuples (ControlNet's residuals); everything else unchanged."""
@@ -73,7 +85,6 @@ class ContextWindows:
         frame_windows(length + 1, length, overlap)      # checks the overlap
         self.length, self.overlap, self.carry = length, overlap, carry
         self.store = CarryStore()
-        self._sigmas = None
 
     def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
                             transformer_options=None, **kwargs):
@@ -83,6 +94,15 @@ class ContextWindows:
              **kwargs}
         return self(lambda x, t, **c: executor(x, t, **c),
                     {"input": x, "timestep": t, "c": c, "cond_or_uncond": options.get("cond_or_uncond") or [0]})
+
+    def sampling_run(self, executor, *args, **kwargs):
+        """ComfyUI's OUTER_SAMPLE wrapper: one sampling run, begun and ended with no states
+        (those of another run belong to another trajectory; an interrupted run frees its own)."""
+        self.store.reset()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.store.reset()
 
     def __call__(self, apply_model, args):
         x, c, cond_or_uncond = args["input"], args["c"], args["cond_or_uncond"]
@@ -95,18 +115,27 @@ class ContextWindows:
         if len(windows) == 1 or torch.is_grad_enabled():
             return apply_model(x, args["timestep"], **c)
         options = c.get("transformer_options", {})
-        self._new_run_check(options.get("sample_sigmas"))
-        key = (tuple(cond_or_uncond), tuple(x.shape))
+        key = (tuple(options.get("uuids") or ()), tuple(cond_or_uncond), tuple(x.shape))
         store = self.store if self.carry else None
         if store is not None:
             store.begin(key)
+        try:
+            return self._run_windows(apply_model, args, windows, frames, store, key)
+        except BaseException:
+            if store is not None:
+                store.release(key)
+            raise
+
+    def _run_windows(self, apply_model, args, windows, frames, store, key):
+        x, c, videos = args["input"], args["c"], len(args["cond_or_uncond"])
+        options = c.get("transformer_options", {})
         out = None
         for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
             index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
             context = WindowContext(i, windows, store, key)
             window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
             window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
-                                               "sigmas": _slice_batch(options.get("sigmas"), index, x.shape[0])}
+                                               "sigmas": _slice_frames(options.get("sigmas"), s, e, frames)}
             y = apply_model(x[index.to(x.device)], _slice_batch(args["timestep"], index, x.shape[0]), **window_c)
             if store is not None:
                 context.hand_on()
@@ -116,10 +145,3 @@ class ContextWindows:
             out.index_add_(0, index.to(y.device), y * ramp)
             del window_c, y, context          # this window's prompt copies, before the next one's
         return out
-
-    def _new_run_check(self, sigmas) -> None:
-        """Forget the futures of the last run when a sampling run starts (ComfyUI hands each run
-        its own sigmas tensor; holding it keeps its identity unique)."""
-        if sigmas is not None and sigmas is not self._sigmas:
-            self._sigmas = sigmas
-            self.store.reset()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import PROBE_NODES, ComfyServer, comfyui_path
+from harness import CONTROLNET_NAME, PROBE_NODES, ComfyServer, cached_controlnet, comfyui_path
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,9 +15,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def comfy_server():
-    """One server for the session: shallow random SD1.5 + the 8-frame 64x64 test clip, the
-    test-only probe nodes and the packs in VRWKV_EXTRA_NODES (e.g. VideoHelperSuite)."""
-    with ComfyServer(checkpoints=("shallow",), extra_nodes=[PROBE_NODES]) as server:
+    """One server for the session: shallow random SD1.5, a random ControlNet for it, the
+    8-frame 64x64 test clip, the test-only probe nodes and the packs in VRWKV_EXTRA_NODES
+    (e.g. VideoHelperSuite)."""
+    with ComfyServer(checkpoints=("shallow",), extra_nodes=[PROBE_NODES],
+                     files={f"models/controlnet/{CONTROLNET_NAME}": cached_controlnet("shallow")}) as server:
         yield server
 
 

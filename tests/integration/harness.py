@@ -3,7 +3,7 @@ graph pieces shared by the tests."""
 
 from pathlib import Path
 
-from comfy_server import (CHECKPOINTS, CLIP_NAME, PACK_NAME, PACK_ROOT, ComfyServer, cached_checkpoint,  # noqa: F401
+from comfy_server import (CHECKPOINTS, CLIP_NAME, CONTROLNET_NAME, PACK_NAME, PACK_ROOT, ComfyServer, cached_checkpoint,  # noqa: F401
                           cached_controlnet, comfyui_path, make_test_clip, pack_import_errors, read_latent,
                           video_info)
 

@@ -181,6 +181,66 @@ def test_half_precision_copy_follows_tuning():
     assert torch.allclose(after.float(), fp32, atol=1e-2 * fp32.abs().max())
 
 
+
+def test_half_precision_sampling_under_inference_mode_follows_loaded_weights():
+    """As ComfyUI runs it: blocks built by VRWKV Patch Model under torch.inference_mode, then
+    sampled (also under inference mode) with half-precision features, before and after
+    loading other weights there. Each half-precision call equals the float32 one (within
+    float16's rounding), so the half copy follows the load, and the copy is kept between calls."""
+    unet = latent_unet()
+    with torch.inference_mode():
+        patch = make_patch(unet, placement="mid")
+    patch.blocks.blocks["mid"].sample_in_unet_dtype = True
+    block = patch.blocks.blocks["mid"]
+    x = torch.randn(6, 16, 4, 4)
+    states = []
+    for seed in (1, 2):
+        tuned = make_patch(unet, placement="mid")
+        randomise_outputs(tuned, seed)
+        states.append(tuned.blocks.state_dict())
+    for state in states:
+        with torch.inference_mode():
+            patch.blocks.load_state_dict(state)
+            half, full = block(x.half(), 3).float(), block(x, 3)
+        assert (full - x).abs().max() > 0.1                    # the loaded weights act
+        assert torch.allclose(half, full, atol=1e-2 * full.abs().max())
+        assert block.cast.cast                                 # kept for the next call
+
+
+def test_moving_the_blocks_frees_their_half_precision_copy():
+    """ModelPatcher moves the patch to the offload device (patch.to): the half copy made for
+    sampling goes with the old storage instead of staying on the GPU."""
+    import gc
+    import weakref
+    torch.manual_seed(0)
+    block = VRWKVBlock3D(6, config=BlockConfig(channel_mix=2, half_precision_sampling=True))
+    patch = VRWKVPatch(torch.nn.ModuleDict({"b": block}))
+    with torch.no_grad():
+        block(torch.randn(4, 6, 3, 3).half(), 2)
+    copies = [weakref.ref(t) for t in block.cast.cast.values()]
+    assert copies and all(ref() is not None for ref in copies)
+    patch.to("meta")
+    gc.collect()
+    assert all(ref() is None for ref in copies)
+
+
+def test_decay_per_token_is_exact_with_half_precision_sampling(monkeypatch):
+    """16 frames of 64x64 latents are 65,536 tokens: decay 0.05 / 65,536 is below float16's
+    normal range (1.6% off there). The decay and bonus reaching Bi-WKV from a half-precision
+    call are those of the float32 parameters."""
+    torch.manual_seed(0)
+    block = VRWKVBlock3D(2, config=BlockConfig(channel_mix=0, half_precision_sampling=True))
+    with torch.no_grad():
+        block.spatial_mix.decay.fill_(0.05)
+        block.spatial_mix.first.fill_(0.07)
+    seen = []
+    monkeypatch.setattr(blocks, "bi_wkv", lambda w, u, k, v: seen.append((w, u)) or v)
+    with torch.no_grad():
+        block(torch.randn(16, 2, 64, 64).half(), 16)
+    w, u = seen[0]
+    assert torch.allclose(w.double(), torch.full((2,), 0.05 / 65536, dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(u.double(), torch.full((2,), 0.07 / 65536, dtype=torch.float64), rtol=1e-6)
+
 # Block options (vrwkv.config.BlockConfig), alone and together.
 LEAN = {
     "no channel mix": {"channel_mix": 0},

@@ -229,7 +229,7 @@ def test_auto_training_dtype_is_float32_on_the_cpu():
 def test_query_delta_is_added_in_float32():
     """A delta of 1e-4 of the weight is below half a bfloat16 step of it (2e-3 to 4e-3):
     added in bfloat16 it would vanish; the wrapper returns W + delta in float32."""
-    from vrwkv_editor.nodes.tune import QueryDelta
+    from vrwkv_editor.nodes.trainer import QueryDelta
     weight = (torch.rand(8, 8) + 0.5).to(torch.bfloat16)
     wrapper = QueryDelta(weight)
     with torch.no_grad():
@@ -240,7 +240,7 @@ def test_query_delta_is_added_in_float32():
 
 
 def test_retuning_composes_the_differences_from_the_checkpoint():
-    from vrwkv_editor.nodes.tune import compose_deltas
+    from vrwkv_editor.nodes.trainer import compose_deltas
     earlier = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])}
     new = {"a": torch.tensor([0.5, -2.0]), "c": torch.tensor([4.0])}
     total = compose_deltas(earlier, new)
@@ -255,7 +255,7 @@ def test_retuning_composes_the_differences_from_the_checkpoint():
 def test_checkpointed_recompute_sees_the_transformer_options_of_its_call():
     """The UNet rewrites one transformer_options dict as it goes; a patch looked up by block
     must get the same block when backward recomputes the layer."""
-    from vrwkv_editor.nodes.tune import checkpointed
+    from vrwkv_editor.nodes.trainer import checkpointed
     weights = {("input", i): torch.nn.Parameter(torch.tensor(float(i + 1))) for i in range(3)}
 
     def layer(x, transformer_options):
@@ -301,8 +301,26 @@ def test_tuning_windows_are_random_contiguous_and_leave_whole_clip_runs_unchange
     assert [draw_window(again, 24, 8) for _ in range(200)] == starts
 
 
-def test_window_conds_cut_per_frame_prompts_only():
-    from vrwkv_editor.nodes.tune import window_conds
+class Control:
+    """ComfyUI's ControlBase protocol as window_conds uses it: copy() copies the settings but
+    not the chain (ControlNetApply links copies with set_previous_controlnet)."""
+
+    def __init__(self, hint, previous=None, extra=()):
+        self.cond_hint_original, self.previous_controlnet, self.extra_concat_orig = hint, previous, list(extra)
+
+    def copy(self):
+        return Control(self.cond_hint_original, None, self.extra_concat_orig)
+
+    def set_previous_controlnet(self, control):
+        self.previous_controlnet = control
+        return self
+
+
+def test_window_conds_cut_everything_per_frame_to_the_window():
+    """Per-frame prompts, masks, ControlNet hints (each control of a chain, and their extra
+    concat inputs) reach a tuning window cut to its frames; shared ones stay as they are, and
+    the guider's own conds and controls are not changed."""
+    from vrwkv_editor.nodes.trainer import window_conds
 
     class Cond:                                        # ComfyUI's CONDRegular protocol
         def __init__(self, cond):
@@ -311,9 +329,21 @@ def test_window_conds_cut_per_frame_prompts_only():
         def _copy_with(self, cond):
             return Cond(cond)
 
+    frame_ids = torch.arange(10.0)[:, None, None, None]
     per_frame, shared = Cond(torch.arange(10.0)[:, None]), Cond(torch.ones(1, 3))
-    conds = {"positive": [{"model_conds": {"c_crossattn": per_frame, "other": shared}, "strength": 1.0}]}
-    cut = window_conds(conds, 10, 3, 7)["positive"][0]
+    first = Control(frame_ids.expand(10, 3, 8, 8), extra=[frame_ids.expand(10, 1, 8, 8), torch.ones(1, 1, 1, 1)])
+    second = Control(torch.ones(1, 3, 8, 8)).set_previous_controlnet(first)
+    entry = {"model_conds": {"c_crossattn": per_frame, "other": shared}, "strength": 1.0,
+             "mask": torch.arange(10.0)[:, None, None].expand(10, 4, 4), "control": second}
+    cut = window_conds({"positive": [entry]}, 10, 3, 7)["positive"][0]
     assert cut["model_conds"]["c_crossattn"].cond[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
     assert cut["model_conds"]["other"] is shared and cut["strength"] == 1.0
-    assert conds["positive"][0]["model_conds"]["c_crossattn"] is per_frame     # the guider's own stay whole
+    assert cut["mask"][:, 0, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    control = cut["control"]
+    assert control is not second and control.cond_hint_original is second.cond_hint_original     # batch 1: shared
+    hint = control.previous_controlnet.cond_hint_original
+    assert hint[:, 0, 0, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    extra = control.previous_controlnet.extra_concat_orig
+    assert extra[0][:, 0, 0, 0].tolist() == [3.0, 4.0, 5.0, 6.0] and extra[1].shape[0] == 1
+    assert entry["model_conds"]["c_crossattn"] is per_frame and entry["control"] is second     # the guider's own
+    assert second.previous_controlnet is first and first.cond_hint_original.shape[0] == 10

@@ -26,6 +26,7 @@ def trained_blocks(seed=0, placement="skip+mid"):
 
 def test_round_trip_is_bit_exact(tmp_path):
     blocks = trained_blocks()
+    blocks.set_norm_frames(8)
     deltas = {"output_blocks.0.0.conv1.weight": torch.randn(16, 32, 3, 3, dtype=torch.float16)}
     info = {"frames": 8, "prompt": "a man skiing", "steps": 300, "lr": 3e-5}
     path = save_weights(tmp_path / "clip", blocks.state_dict(), blocks.spec, deltas, info)

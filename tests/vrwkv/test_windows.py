@@ -10,7 +10,7 @@ from toyworld.unet import latent_unet
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.carry import FrameCarry
 from vrwkv_editor.vrwkv.config import BlockConfig
-from vrwkv_editor.vrwkv.patch import VRWKVBlocks
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from vrwkv_editor.vrwkv.weights import load_weights, save_weights
 from vrwkv_editor.vrwkv.windows import ContextWindows, blend_weights, frame_windows
 
@@ -87,18 +87,47 @@ def test_block_windows_with_exact_carry_equal_the_whole_clip(lean):
     assert not torch.allclose(alone, whole[second.flatten()], atol=1e-3)
 
 
-def test_norm_frames_is_saved_with_the_weights_and_old_files_load(tmp_path):
+def test_norm_frames_is_saved_with_the_weights(tmp_path):
     unet = latent_unet()
     patch = make_patch(unet)
-    old = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec)
-    spec, state, _, _ = load_weights(old)
-    assert "norm_frames" not in spec                                  # a file from before norm_frames
+    untuned = save_weights(tmp_path / "untuned", patch.blocks.state_dict(), patch.blocks.spec)
+    spec, state, _, _ = load_weights(untuned)
+    assert "norm_frames" not in spec                                  # nothing recorded: each call's own
     assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {None}
     patch.blocks.set_norm_frames(6)
-    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec))
+    spec, state, _, _ = load_weights(save_weights(tmp_path / "new", patch.blocks.state_dict(), patch.blocks.spec,
+                                                  info={"frames": 24, "window": 0}))
     rebuilt = VRWKVBlocks(spec)
     assert rebuilt.spec["norm_frames"] == 6
     assert {m.norm_frames for m in rebuilt.modules() if hasattr(m, "norm_frames")} == {6}
+
+
+@pytest.mark.parametrize("window,expected", [(0, 10), (4, 4), (10, 10), (16, 10)])
+def test_files_from_before_norm_frames_use_the_length_they_were_tuned_on(tmp_path, window, expected):
+    """A file tuned before norm_frames was recorded divides the decay by the frames of each
+    tuning step: its window, or all frames (info "frames", "window")."""
+    unet, patch = tuned_unet(None)
+    path = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec,
+                        info={"frames": 10, "window": window})
+    spec, _, _, _ = load_weights(path)
+    assert {m.norm_frames for m in VRWKVBlocks(spec).modules() if hasattr(m, "norm_frames")} == {expected}
+
+
+def test_an_old_file_tuned_on_the_whole_clip_samples_it_in_windows_as_whole(tmp_path):
+    """Such a file (tuned on all 10 frames), sampled in windows of 5 with carry, reaches its
+    whole-clip output: each window divides the decay by 10 frames, not by its own 5."""
+    unet, patch = tuned_unet(None)
+    path = save_weights(tmp_path / "old", patch.blocks.state_dict(), patch.blocks.spec, info={"frames": 10, "window": 0})
+    spec, state, _, _ = load_weights(path)
+    blocks = VRWKVBlocks(spec)
+    blocks.load_state_dict(state)
+    x, t, context, opts = unet_inputs(videos=1, frames=10)
+    opts["patches"] = {"output_block_patch": [VRWKVPatch(blocks)]}
+    with torch.no_grad():
+        whole = unet(x, t, context, dict(opts))
+    wrapper = ContextWindows(5, 2, carry=True)
+    errors = [(windowed(wrapper, unet, x, t, context, opts) - whole).abs().max().item() for _ in range(8)]
+    assert errors[-1] < 1e-5
 
 
 def apply_model(unet):
@@ -177,9 +206,11 @@ def test_wrapper_passes_through_under_autograd_and_for_short_clips():
 
 
 def test_every_per_frame_input_is_cut_to_the_window():
-    """Prompt embeddings, ControlNet-style nested residuals and the per-item sigmas reach each
-    window cut to its frames; the sampler's schedule (sample_sigmas, as long as the batch
-    here: core's context windows mistook it for a per-frame tensor) stays whole."""
+    """Prompt embeddings, ControlNet-style nested residuals and the sigmas reach each window
+    cut to its frames. With CFG, ComfyUI's transformer_options["sigmas"] holds one sigma per
+    frame (the sampler's sigma for x, before cond and uncond are batched); the sampler's
+    schedule (sample_sigmas, here as long as the batch: core's context windows mistook it for
+    a per-frame tensor) stays whole."""
     x, t, context, _ = unet_inputs(videos=2, frames=6)
     seen = []
 
@@ -191,13 +222,14 @@ def test_every_per_frame_input_is_cut_to_the_window():
     frame_id = torch.arange(12.0)
     args = {"input": x, "timestep": t, "cond_or_uncond": [1, 0],
             "c": {"c_crossattn": frame_id[:, None, None].expand(12, 2, 3), "control": {"output": [frame_id[:, None]]},
-                  "transformer_options": {"sigmas": frame_id, "sample_sigmas": torch.arange(12.0)}}}
+                  "transformer_options": {"sigmas": torch.arange(6.0), "sample_sigmas": torch.arange(12.0)}}}
     with torch.no_grad():
         out = ContextWindows(4, 2, carry=False)(record, args)
     assert torch.allclose(out, x, atol=1e-6)                    # identity windows blend back to the input
     expected = [[0, 1, 2, 3, 6, 7, 8, 9], [2, 3, 4, 5, 8, 9, 10, 11]]
     assert [s[0].tolist() for s in seen] == expected
-    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c, _ in seen)
+    assert all(torch.equal(a, b) for a, b, _, _ in seen)
+    assert [s[2].tolist() for s in seen] == [[0, 1, 2, 3], [2, 3, 4, 5]]
     assert all(len(s[3]) == 12 for s in seen)
 
 
@@ -213,7 +245,7 @@ def test_apply_model_wrapper_windows_what_comfyui_passes():
         return x * 2 + y[:, :1, None, None]
 
     y = torch.arange(12.0)[:, None].expand(12, 3)
-    options = {"cond_or_uncond": [1, 0], "sigmas": t}
+    options = {"cond_or_uncond": [1, 0], "sigmas": t[:6]}
     windows = ContextWindows(4, 2, carry=False)
     with torch.no_grad():
         out = windows.apply_model_wrapper(executor, x, t, None, context, None, options, y=y)
@@ -223,3 +255,83 @@ def test_apply_model_wrapper_windows_what_comfyui_passes():
     assert torch.allclose(out, x * 2 + y[:, :1, None, None], atol=1e-6) and torch.equal(out, same)
     assert [c[0] for c in calls] == [8, 8, 8, 8] and all(c[1] is None and c[3] == [1, 0] for c in calls)
     assert calls[0][2] == [0, 1, 2, 3, 6, 7, 8, 9]
+
+
+def interleaved_errors(uuids, rounds=8):
+    """Two prompts of one kind (cond_or_uncond [0] each, ComfyUI's separate calls for two
+    positives with different areas, masks or ControlNets) run in turn through one wrapper,
+    10 frames in windows of 5 overlapping by 2: each prompt's error against its whole-clip
+    output after every round."""
+    unet, patch = tuned_unet(6)
+    wrapper = ContextWindows(5, 2, carry=True)
+    prompts = []
+    for seed, uuid in zip((0, 1), uuids):
+        x, t, context, opts = unet_inputs(videos=1, frames=10, seed=seed)
+        opts["patches"] = {"output_block_patch": [patch]}
+        opts["uuids"] = [uuid]
+        with torch.no_grad():
+            whole = unet(x, t, context, dict(opts))
+        prompts.append((x, t, context, opts, whole))
+    errors = []
+    for _ in range(rounds):
+        errors.append([(windowed(wrapper, unet, x, t, context, opts) - whole).abs().max().item()
+                       for x, t, context, opts, whole in prompts])
+    return errors
+
+
+def test_two_prompts_of_one_kind_keep_their_own_states():
+    """Each prompt converges to its whole-clip output as it does alone: the states are kept
+    per conditioning (transformer_options["uuids"]), not per cond/uncond kind and shape."""
+    errors = interleaved_errors(["a", "b"])
+    assert max(errors[-1]) < 1e-5 < min(errors[0])
+
+
+def test_a_sampling_run_starts_and_ends_with_an_empty_store():
+    """VRWKV Context Windows registers ContextWindows.sampling_run as ComfyUI's outer-sample
+    wrapper: a run (here two steps with the same sigmas tensor, as a cached SIGMAS gives
+    every run) starts without the states of the run before, whatever its sigmas, and leaves
+    none behind, also when it is interrupted."""
+    unet, patch = tuned_unet(6)
+    sigmas = torch.tensor([1.0, 0.5, 0.0])
+    x, t, context, opts = unet_inputs(videos=1, frames=10)
+    opts.update(patches={"output_block_patch": [patch]}, sample_sigmas=sigmas)
+    wrapper = ContextWindows(5, 2, carry=True)
+
+    def steps(x, count):
+        return [windowed(wrapper, unet, x, t, context, opts) for _ in range(count)]
+
+    first = wrapper.sampling_run(lambda: steps(x, 2))
+    x2 = unet_inputs(videos=1, frames=10, seed=5)[0]
+    second = wrapper.sampling_run(lambda: steps(x2, 2))
+    fresh = windowed(ContextWindows(5, 2, carry=True), unet, x2, t, context, opts)
+    assert torch.equal(second[0], fresh) and not torch.equal(second[0], first[0])
+    assert wrapper.store.empty()
+
+    def interrupted():
+        steps(x, 1)
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        wrapper.sampling_run(interrupted)
+    assert wrapper.store.empty()
+
+
+def test_an_interrupted_call_releases_its_states():
+    """Interrupting a windowed call (ComfyUI raises from inside the model) drops the states
+    and frame copies it had made for its later windows."""
+    unet, patch = tuned_unet(6)
+    x, t, context, opts = unet_inputs(videos=1, frames=12)
+    opts["patches"] = {"output_block_patch": [patch]}
+    wrapper = ContextWindows(4, 1, carry=True)
+    calls = []
+
+    def stop_at_third_window(x, t, c_crossattn, transformer_options):
+        calls.append(x.shape[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return unet(x, t, c_crossattn, transformer_options)
+
+    args = {"input": x, "timestep": t, "cond_or_uncond": [0],
+            "c": {"c_crossattn": context, "transformer_options": dict(opts)}}
+    with pytest.raises(KeyboardInterrupt), torch.no_grad():
+        wrapper(stop_at_third_window, args)
+    assert wrapper.store.empty()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import vrwkv_editor
+from workflow_api import has_control_widget
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -24,10 +25,10 @@ def schema_widgets(cls) -> list[str]:
     spec = cls.INPUT_TYPES()
     names = []
     for name, entry in {**spec["required"], **spec.get("optional", {})}.items():
-        kind, options = entry[0], entry[1] if len(entry) > 1 else {}
+        kind = entry[0]
         if isinstance(kind, list) or kind in WIDGET_TYPES:
             names.append(name)
-            if kind == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
+            if has_control_widget(name, entry):
                 names.append("control_after_generate")
     return names
 
