@@ -38,6 +38,12 @@ METHODS = {m_name: m for m_name, m in {
     "default-cm1": vrwkv("default, channel mix 1x", DEFAULT.replace(channel_mix=1)),
     "default-full": vrwkv("default, full rank", DEFAULT.replace(rank=None)),
     "default-unfused": vrwkv("default, unfused r/k/v", DEFAULT.replace(fused_rkv=False)),
+    "default-mid": vrwkv("default, mid block only", DEFAULT.replace(placement="mid")),
+    "default-skip": vrwkv("default, skip blocks only", DEFAULT.replace(placement="skip")),
+    "default-half": vrwkv("default, half resolution and below", DEFAULT.replace(min_level=1)),
+    "default-temporal-x20": vrwkv("default, temporal parameters at the blocks' 20x", temporal_lr_multiplier=20.0),
+    "default-mu-off": vrwkv("default, temporal mix off (mu = 1)", freeze_mu=True),
+    "default-decay-frame": vrwkv("default, decay scaled per frame", decay_scaling="frame"),
 }.items()}
 
 

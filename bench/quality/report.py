@@ -49,6 +49,7 @@ GENERATION = [  # (header, key, selection, format)
     ("lost share", "lost", HEADLINE, "{:.2f}"),
     ("displacement error px ↓", "displacement_px", HEADLINE, "{:.2f}"),
     ("speed px/frame", "speed", HEADLINE, "{:.2f}"),
+    ("source speed", "source_speed", HEADLINE, "{:.2f}"),
     ("attribute consistency ↑", "consistency", HEADLINE, "{:.2f}"),
     ("warp error, source's flow ↓", "warp", HEADLINE, "{:.4f}"),
     ("own warp error ↓", "own_warp", HEADLINE, "{:.4f}"),
