@@ -29,6 +29,11 @@ class Detection:
     area: int
     touches_edge: bool       # shape is unreliable when the object is cut by the frame
 
+    @property
+    def named(self) -> tuple:
+        """The attributes a caption names and adherence checks: (colour, shape)."""
+        return self.colour, self.shape
+
 
 def detect(image: torch.Tensor) -> Detection:
     """image: (3, H, W) in [-1, 1]. The largest connected region differing from the background."""

@@ -1,12 +1,15 @@
 """One toy-world edit end to end on the committed toy model, no ComfyUI needed: a generated
-clip, the pack's patch -> tune -> DDIM invert -> DDIM sample (toyworld/pipeline.py),
-and the before/after clip with its metrics.
+clip, the pack's patch -> tune (VRWKV Patch Model's and VRWKV Tune On Video's defaults) ->
+DDIM invert -> DDIM sample (toyworld/pipeline.py), and the before/after clip with its
+metrics; then both prompts sampled from fresh noise by the tuned model (the generation
+track: has it learned the clip's motion?).
 
     python -m toyworld.edit_demo [--path zigzag] [--source "a large red circle"]
                                        [--edit "a large blue circle"] [--method vrwkv]
 
 Writes a new folder output/toy_edit_<n>/ (never an earlier one): before_after.gif (source
-left, edit right, 8x upscaled), before_after.png (the frames as two rows) and metrics.md.
+left, edit right, 8x upscaled), before_after.png (rows: source, edit, and the source and
+edit prompts generated from fresh noise) and metrics.md.
 """
 
 import argparse
@@ -18,7 +21,7 @@ from PIL import Image
 
 from .fidelity import as_image_batch, detections, edit_fidelity, track, whole_in_frame
 from .model import WEIGHTS, load_model
-from .pipeline import Method, Settings, edit
+from .pipeline import Method, Settings, edit_tuned, generate, tune_method
 from .text import tokenize
 from .world import COLOURS, PATH_KINDS, SHAPES, SIZES, Spec, make_clip
 
@@ -26,10 +29,12 @@ from tools.load_pack import load_pack
 
 load_pack()
 from vrwkv_editor.vrwkv import metrics  # noqa: E402
+from vrwkv_editor.vrwkv.tuning import TuneSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {   # the demo's 20 steps at 5e-5: the blocks at 20x, 1e-3, move within them
-    "vrwkv": Method("VRWKV (the node's default block, skip+mid, all levels)", "vrwkv", lr=5e-5),
+NODE = TuneSettings()          # VRWKV Tune On Video's defaults: steps, learning rate
+METHODS = {
+    "vrwkv": Method("VRWKV (VRWKV Patch Model's and VRWKV Tune On Video's defaults)", "vrwkv", lr=NODE.lr),
     "tav": Method("Tune-A-Video", "tav", lr=3e-5),
     "per-frame": Method("per-frame (no tuning)", "plain"),
 }
@@ -57,13 +62,15 @@ def new_folder(parent: Path, stem: str = "toy_edit") -> Path:
     raise RuntimeError(f"no free output folder name under {parent}; clear old {stem}_* folders")
 
 
-def save_before_after(source: torch.Tensor, edited: torch.Tensor, folder: Path, scale: int = 8) -> None:
-    a, b = ((as_image_batch(x) * 255).round().astype(np.uint8) for x in (source, edited))
+def save_before_after(source: torch.Tensor, edited: torch.Tensor, generated: list, folder: Path,
+                      scale: int = 8) -> None:
+    """GIF: source | edit per frame; PNG rows: source, edit, then each generated clip."""
+    a, b, *g = ((as_image_batch(x) * 255).round().astype(np.uint8) for x in (source, edited, *generated))
     up = lambda f: Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
     pairs = [Image.fromarray(np.concatenate([x, y], axis=1)) for x, y in zip(a, b)]
     pairs = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pairs]
     pairs[0].save(folder / "before_after.gif", save_all=True, append_images=pairs[1:], duration=250, loop=0)
-    rows = [np.concatenate(list(x), axis=1) for x in (a, b)]
+    rows = [np.concatenate(list(x), axis=1) for x in (a, b, *g)]
     up(np.concatenate(rows, axis=0)).save(folder / "before_after.png")
 
 
@@ -74,7 +81,7 @@ def main(argv=None):
     p.add_argument("--edit", default="a large blue circle", help="the edit prompt")
     p.add_argument("--method", choices=list(METHODS), default="vrwkv")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--tune-steps", type=int, default=20)
+    p.add_argument("--tune-steps", type=int, default=NODE.steps, help="VRWKV Tune On Video's default")
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=33)
     p.add_argument("--out", type=Path, default=ROOT / "output", help="parent folder of the new output folder")
@@ -87,27 +94,36 @@ def main(argv=None):
     method = METHODS[args.method]
     print(f"{method.name}: tuning {args.tune_steps} steps on a {args.frames}-frame {args.path} clip of "
           f"'{args.source}', then editing to '{args.edit}'", flush=True)
-    out = edit(model, method, clip, args.source, [args.edit],
-               Settings(tune_steps=args.tune_steps, cfg=args.cfg, seed=args.seed))
+    settings = Settings(tune_steps=args.tune_steps, cfg=args.cfg, seed=args.seed)
+    tuned = tune_method(model, method, clip, args.source, settings)
+    out = edit_tuned(tuned, clip, args.source, [args.edit], settings)
     edited = out["edits"][args.edit]
+    generated = [generate(tuned, prompt, tuple(clip.shape), settings, args.seed) for prompt in (args.source, args.edit)]
     source_found, found = detections(clip), detections(edited)
+    size = tuple(clip.shape[-2:])
     img, ref = as_image_batch(edited), as_image_batch(clip)
     report = metrics.coherence_report(img, ref).means()
     rows = {
         "edit fidelity (frames with the edit's colour and shape)":
             f"{edit_fidelity(found, dst['colour'], dst['shape'], whole_in_frame(source_found)):.2f}",
-        "track error vs source (px)": f"{metrics.track_error(track(found), track(source_found))[0]:.2f}",
+        "track error vs source (px)": f"{metrics.track_error(track(found), track(source_found), size).distance:.2f}",
         "flow end-point error vs source (px)": f"{report['motion_epe']:.3f}",
         "warp error (source)": f"{report['warp_error']:.4f} ({report['source_warp_error']:.4f})",
         "flicker (source)": f"{report['flicker']:.4f} ({report['source_flicker']:.4f})",
         "reconstruction PSNR (dB)": f"{metrics.psnr(as_image_batch(out['reconstruction']), ref):.1f}",
-        "tuning time (s)": f"{out['tune_s']:.0f}",
+        "tuning time (s)": f"{tuned.tune_s:.0f}",
     }
+    for prompt, frames in zip((args.source, args.edit), generated):
+        tracked = metrics.track_error(track(detections(frames)), track(source_found), size)
+        rows[f"generated from fresh noise, '{prompt}': track error vs source (px)"] = \
+            f"{tracked.distance:.2f} (object lost in {tracked.lost:.0%} of frames)"
     folder = new_folder(args.out)
-    save_before_after(clip, edited, folder)
+    save_before_after(clip, edited, generated, folder)
     text = [f"# Toy edit: '{args.source}' -> '{args.edit}'", "",
             f"{method.name} (lr {method.lr}), {args.tune_steps} tuning steps, DDIM 25 steps, cfg {args.cfg}, "
-            f"{args.frames} frames, {args.path} path, seed {args.seed}; model step {meta.get('step')}.", "",
+            f"{args.frames} frames, {args.path} path, seed {args.seed}; model step {meta.get('step')}. "
+            "before_after.png rows: source, edit, then the source and the edit prompt generated from fresh noise "
+            "(independent per frame) by the tuned model.", "",
             "| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows.items()]
     (folder / "metrics.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))

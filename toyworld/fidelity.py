@@ -1,7 +1,8 @@
-"""Toy-world measurements of an edited clip, read by the detector: the object's centroid track
-and the share of frames showing the prompted colour and shape. The generic video metrics
-(optical-flow warp error, flicker, flow end-point error, PSNR, track error) are the pack's,
-in vrwkv/metrics.py."""
+"""Toy-world measurements of an edited clip, read by a world's detector (any detection with
+.x, .y, .touches_edge, .colour and .named): the object's centroid track, the share of frames
+showing the prompted attributes and how often neighbouring frames agree on them. The generic
+video metrics (optical-flow warp error, flicker, flow end-point error, PSNR, track error) are
+the pack's, in vrwkv/metrics.py."""
 
 import numpy as np
 import torch
@@ -25,11 +26,17 @@ def whole_in_frame(found: list) -> np.ndarray:
 
 
 def edit_fidelity(found: list, colour: str, shape: str, frames: np.ndarray) -> float:
-    """Share of the selected frames whose object has the prompted colour and shape."""
+    """Share of the selected frames whose object has the prompted colour and shape (flat world)."""
+    return named_fidelity(found, (colour, shape), frames)
+
+
+def named_fidelity(found: list, named: tuple, frames: np.ndarray) -> float:
+    """Share of the selected frames whose detection reads the prompted attributes (`named`, as
+    a detection's .named: (colour, shape) in the flat world)."""
     chosen = [d for d, keep in zip(found, frames) if keep]
     if not chosen:
         raise ValueError("no frame selected: the source object leaves the frame in every frame")
-    return sum(d.colour == colour and d.shape == shape for d in chosen) / len(chosen)
+    return sum(d.named == tuple(named) for d in chosen) / len(chosen)
 
 
 def attribute_consistency(found: list, frames: np.ndarray) -> float:
@@ -40,7 +47,7 @@ def attribute_consistency(found: list, frames: np.ndarray) -> float:
     pairs = [(a, b) for a, b, keep_a, keep_b in zip(found, found[1:], frames, frames[1:]) if keep_a and keep_b]
     if not pairs:
         return float("nan")
-    return sum(a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs) / len(pairs)
+    return sum(a.colour is not None and a.named == b.named for a, b in pairs) / len(pairs)
 
 
 def as_image_batch(frames: torch.Tensor) -> np.ndarray:
@@ -48,4 +55,5 @@ def as_image_batch(frames: torch.Tensor) -> np.ndarray:
     return ((frames.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
 
 
-__all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "attribute_consistency", "as_image_batch"]
+__all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "named_fidelity",
+           "attribute_consistency", "as_image_batch"]

@@ -40,8 +40,8 @@ class Method:
     """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
     pack's blocks, built from `config` as VRWKV Patch Model builds them) or "tav"
     (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation);
-    decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier replaces the tuning's
-    (vrwkv/tuning.py) where given."""
+    decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier and temporal_lr_multiplier
+    replace the tuning's (vrwkv/tuning.py) where given."""
     name: str
     kind: str
     lr: float = 3e-5
@@ -49,6 +49,7 @@ class Method:
     freeze_mu: bool = False
     decay_scaling: str = "length"
     block_lr_multiplier: float | None = None
+    temporal_lr_multiplier: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def scale_decay(blocks, scaling: str) -> None:
 
 
 def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tensor, prompt: str,
-                 steps: int, lr: float, seed: int, block_lr_multiplier: float | None = None) -> list:
+                 steps: int, lr: float, seed: int, block_lr_multiplier: float | None = None,
+                 temporal_lr_multiplier: float | None = None) -> list:
     """The pack's tuning loop on the clip with its source prompt; returns the losses."""
     cond = model.text([prompt]).detach().expand(clip.shape[0], -1, -1)
     call_options = {**options, "cond_or_uncond": [0]}
@@ -108,8 +110,8 @@ def tune_on_clip(model: ToyModel, options: dict, params: list, clip: torch.Tenso
         return epsilon_loss(lambda x, sigma: model.denoise(x, sigma, cond, call_options), clip, model.sigmas,
                             generator)
 
-    settings = TuneSettings(steps=steps, lr=lr, seed=seed,
-                            **({} if block_lr_multiplier is None else {"block_lr_multiplier": block_lr_multiplier}))
+    multipliers = {"block_lr_multiplier": block_lr_multiplier, "temporal_lr_multiplier": temporal_lr_multiplier}
+    settings = TuneSettings(steps=steps, lr=lr, seed=seed, **{k: v for k, v in multipliers.items() if v is not None})
     if params and isinstance(params[0], tuple):     # named VRWKV parameters: the node's groups
         params = param_groups(params, settings)
     with torch.enable_grad():
@@ -143,23 +145,69 @@ def output_change(base: ToyModel, model: ToyModel, options: dict, clip: torch.Te
     return float((patched - plain).norm() / plain.norm())
 
 
-def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str, edit_prompts: list,
-         settings: Settings) -> dict:
-    """Patch, tune, invert, sample each edit prompt, and reconstruct (source prompt, cfg 1).
-    Returns {"edits": {prompt: frames}, "reconstruction": frames, "losses", "tune_s", "moved"}
-    (moved: output_change after tuning)."""
+@dataclass
+class Tuned:
+    """A method's patched model after tuning on a clip: what both tracks sample from."""
+    model: ToyModel
+    options: dict
+    losses: list
+    tune_s: float
+    moved: float
+
+
+def tune_method(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str, settings: Settings) -> Tuned:
+    """Patch a copy of `base` with the method and tune it on the clip with its source prompt."""
     model, options, params = prepare(base, method)
     start = time.perf_counter()
     losses = []
     if method.kind != "plain" and settings.tune_steps:
         losses = tune_on_clip(model, options, params, clip, source_prompt, settings.tune_steps, method.lr,
-                              settings.seed, method.block_lr_multiplier)
+                              settings.seed, method.block_lr_multiplier, method.temporal_lr_multiplier)
     tune_s = time.perf_counter() - start
-    inverted = invert(model, options, clip, source_prompt, settings.ddim_steps)
+    return Tuned(model, options, losses, tune_s, output_change(base, model, options, clip, source_prompt, settings.seed))
+
+
+def edit_tuned(tuned: Tuned, clip: torch.Tensor, source_prompt: str, edit_prompts: list, settings: Settings) -> dict:
+    """The edit track: DDIM-invert the clip with the source prompt, sample each edit prompt from
+    the inverted noise, and reconstruct (source prompt, cfg 1). {"edits": {prompt: frames},
+    "reconstruction": frames}."""
+    inverted = invert(tuned.model, tuned.options, clip, source_prompt, settings.ddim_steps)
     return {
-        "edits": {p: sample(model, options, inverted, p, settings.ddim_steps, settings.cfg) for p in edit_prompts},
-        "reconstruction": sample(model, options, inverted, source_prompt, settings.ddim_steps, 1.0),
-        "losses": losses,
-        "tune_s": tune_s,
-        "moved": output_change(base, model, options, clip, source_prompt, settings.seed),
+        "edits": {p: sample(tuned.model, tuned.options, inverted, p, settings.ddim_steps, settings.cfg)
+                  for p in edit_prompts},
+        "reconstruction": sample(tuned.model, tuned.options, inverted, source_prompt, settings.ddim_steps, 1.0),
     }
+
+
+NOISES = ("independent", "shared")
+
+
+def fresh_noise(shape: tuple, seed: int, noise: str) -> torch.Tensor:
+    """Standard normal starting noise for a clip (T, C, H, W): independent per frame, or one
+    draw shared by every frame (then only the temporal layers can make the frames differ)."""
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
+    generator = torch.Generator().manual_seed(seed)
+    if noise == "shared":
+        return torch.randn((1, *shape[1:]), generator=generator).expand(shape).contiguous()
+    return torch.randn(shape, generator=generator)
+
+
+@torch.no_grad()
+def generate(tuned: Tuned, prompt: str, shape: tuple, settings: Settings, seed: int, noise: str = "independent"):
+    """The generation track (Tune-A-Video's one-shot task): DDIM-sample `prompt` from fresh
+    noise, no inversion, with the tuned model (cfg settings.cfg, eta 0)."""
+    sigmas = ddim_sigmas(tuned.model.sigmas, settings.ddim_steps)
+    start = fresh_noise(shape, seed, noise) * sigmas[0]
+    guided = Guided(tuned.model, tuned.model.text([prompt]), tuned.model.text([""]), settings.cfg, tuned.options)
+    return sample_ddim(guided, start, sigmas)
+
+
+def edit(base: ToyModel, method: Method, clip: torch.Tensor, source_prompt: str, edit_prompts: list,
+         settings: Settings) -> dict:
+    """Patch, tune, invert, sample each edit prompt, and reconstruct (source prompt, cfg 1).
+    Returns {"edits": {prompt: frames}, "reconstruction": frames, "losses", "tune_s", "moved"}
+    (moved: output_change after tuning)."""
+    tuned = tune_method(base, method, clip, source_prompt, settings)
+    return {**edit_tuned(tuned, clip, source_prompt, edit_prompts, settings),
+            "losses": tuned.losses, "tune_s": tuned.tune_s, "moved": tuned.moved}

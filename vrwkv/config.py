@@ -12,7 +12,7 @@ SKIP_FUSIONS = ("gate", "merge")
 # field -> key in the weights' block spec
 SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": "hidden_ratio",
              "rank": "rank_ratio", "fused_rkv": "fused_mix", "skip_fusion": "skip_fusion",
-             "half_precision_sampling": "sample_in_unet_dtype"}
+             "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,10 @@ class BlockConfig:
     projections as two factors through rank * channels (None: full matrices). fused_rkv: r, k, v
     in one projection / interpolation / convolution pass. skip_fusion: "gate" (the decoder
     feature only gates the skip) or "merge" (k and v read both). half_precision_sampling: a
-    float16/bfloat16 UNet's blocks sample in its dtype (a run-time choice, not a layout)."""
+    float16/bfloat16 UNet's blocks sample in its dtype (a run-time choice, not a layout).
+    channel_mix_max_level: the channel mix only in blocks at this resolution level or above
+    it (0 = latent size; None: every level): the high-resolution levels have the fewest
+    channels, so their channel mixes hold few parameters."""
 
     placement: str = "skip+mid"
     min_level: int = 0
@@ -33,6 +36,7 @@ class BlockConfig:
     fused_rkv: bool = False
     skip_fusion: str = "gate"
     half_precision_sampling: bool = False
+    channel_mix_max_level: int | None = None
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -45,9 +49,19 @@ class BlockConfig:
             raise ValueError(f"rank must be in (0, 1] (or None for full-rank projections), got {self.rank}")
         if self.skip_fusion not in SKIP_FUSIONS:
             raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {self.skip_fusion!r}")
+        if self.channel_mix_max_level is not None and not (isinstance(self.channel_mix_max_level, int)
+                                                           and self.channel_mix_max_level >= 0):
+            raise ValueError("channel_mix_max_level must be an integer >= 0 (or None: every level), got "
+                             f"{self.channel_mix_max_level!r}")
 
     def replace(self, **changes) -> "BlockConfig":
         return replace(self, **changes)
+
+    def at_level(self, level: int) -> "BlockConfig":
+        """What a block at resolution `level` holds: no channel mix above channel_mix_max_level."""
+        if self.channel_mix_max_level is not None and level > self.channel_mix_max_level:
+            return replace(self, channel_mix=0)
+        return self
 
     def to_spec(self) -> dict:
         """The fields under their block-spec keys (JSON-able)."""

@@ -1,12 +1,15 @@
 """Temporal-coherence and fidelity metrics for a clip: optical-flow warp error, flicker,
-motion fidelity (flow end-point error against the source), PSNR and centroid-track error.
+motion fidelity (flow end-point error against the source), PSNR, and for object tracks the
+track error and motion match against a reference track (losing the object never scores
+better than following it).
 
 numpy + opencv-python only (cv2 is imported inside the functions that need it, so the
 package imports without it); nothing here knows about ComfyUI. Frames are ComfyUI IMAGE
 batches or numpy arrays, (T, H, W, 3) floats in [0, 1]. Errors are in the same units as the
 pixels (1.0 = black to white); flows and track distances are in pixels of the frames given.
 
-Flow: opencv's Farneback on 8-bit grey frames. On the small clips this project measures
+Flow: opencv's Farneback on 8-bit grey frames (the clip's colours along their principal
+axis: principal_grey). On the small clips this project measures
 (32-64 px, a few px of motion per frame) it found a translated textured square's motion
 exactly where DIS (the medium preset) missed 4 px steps on 32 px frames by about 1 px.
 Frames with a short side under ``FLOW_MIN_SIDE`` are upscaled by an integer factor before
@@ -17,7 +20,7 @@ measured; faster ones (an object jumping 8 px on 32 px frames) are not.
 """
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -58,20 +61,44 @@ def as_frames(frames, name: str = "frames") -> np.ndarray:
     return frames
 
 
+Grey = Callable[[np.ndarray], np.ndarray]
+
+
 def _grey_u8(frame: np.ndarray) -> np.ndarray:
     cv2 = _cv2()
 
     return cv2.cvtColor((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def principal_grey(frames: np.ndarray) -> Grey:
+    """frame -> 8-bit grey: its colours projected on the first principal axis of the clip's
+    colours, the clip's range stretched over 0..255. A saturated object on a backdrop of
+    similar brightness (a red disc on mid grey) keeps its edge, which luma loses; clips
+    without colour variance fall back to luma."""
+    pixels = frames.reshape(-1, 3)[:: max(1, frames[..., 0].size // 65536)].astype(np.float64)
+    mean = pixels.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    axis = vectors[:, -1]
+    projected = (pixels - mean) @ axis
+    low, span = projected.min(), projected.max() - projected.min()
+    if not span > 1e-6:
+        return _grey_u8
+
+    def grey(frame):
+        level = ((frame.reshape(-1, 3) - mean) @ axis - low) / span
+        return (np.clip(level, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(frame.shape[:2])
+    return grey
+
+
+def optical_flow(a: np.ndarray, b: np.ndarray, grey: Grey = _grey_u8) -> np.ndarray:
     """Dense flow (H, W, 2) from frame a to frame b (both (H, W, 3)), in pixels (dx, dy):
-    the content at a[y, x] is found at b[y + dy, x + dx]."""
+    the content at a[y, x] is found at b[y + dy, x + dx]. `grey` makes the 8-bit image the
+    flow reads (luma by default; the clip metrics use principal_grey of the clip)."""
     cv2 = _cv2()
 
     h, w = a.shape[:2]
     scale = max(1, int(np.ceil(FLOW_MIN_SIDE / min(h, w))))
-    ga, gb = _grey_u8(a), _grey_u8(b)
+    ga, gb = grey(a), grey(b)
     if scale > 1:
         size = (w * scale, h * scale)
         ga = cv2.resize(ga, size, interpolation=cv2.INTER_CUBIC)
@@ -107,12 +134,13 @@ class _Motion:
 
 
 def _motion(frames: np.ndarray, tick: Callable[[], None] = lambda: None) -> _Motion:
-    """Two flows per pair; tick() after each."""
+    """Two flows per pair on the clip's principal_grey; tick() after each."""
     backward, reliable = [], []
+    grey = principal_grey(frames)
     for t in range(len(frames) - 1):
-        fwd = optical_flow(frames[t], frames[t + 1])
+        fwd = optical_flow(frames[t], frames[t + 1], grey)
         tick()
-        bwd = optical_flow(frames[t + 1], frames[t])
+        bwd = optical_flow(frames[t + 1], frames[t], grey)
         tick()
         fwd_there, inside = _sample(fwd, bwd)
         round_trip = np.sum((bwd + fwd_there) ** 2, axis=-1)
@@ -122,22 +150,39 @@ def _motion(frames: np.ndarray, tick: Callable[[], None] = lambda: None) -> _Mot
     return _Motion(np.stack(backward), np.stack(reliable))
 
 
-def _warp_error(frames: np.ndarray, motion: _Motion) -> tuple[np.ndarray, np.ndarray]:
+def _warp_error(frames: np.ndarray, motion: _Motion, masked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: mean abs error between frame t+1 and frame t warped onto it by `motion`, and
+    the share of pixels whose flow passed the check. `masked` leaves the other pixels out
+    (the source's mask, the same for every clip measured against it); otherwise every pixel
+    counts (a clip's own flow: a jump the flow cannot follow must not drop out)."""
     errors, shares = [], []
     for t, (bwd, reliable) in enumerate(zip(motion.backward, motion.reliable)):
         warped, _ = _sample(frames[t], bwd)
         diff = np.abs(frames[t + 1] - warped).mean(axis=-1)
-        errors.append(diff[reliable].mean() if reliable.any() else np.nan)
+        if masked:
+            errors.append(diff[reliable].mean() if reliable.any() else np.nan)
+        else:
+            errors.append(diff.mean())
         shares.append(reliable.mean())
     return np.array(errors, np.float64), np.array(shares, np.float64)
 
 
-def warp_error(frames) -> tuple[np.ndarray, np.ndarray]:
-    """Per consecutive pair: mean abs error between frame t+1 and frame t warped onto it by
-    the optical flow, over the pixels whose flow passes the forward-backward check; and the
-    share of pixels that passed. NaN where no pixel passed."""
+def warp_error(frames, source=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per consecutive pair: the mean abs error between frame t+1 and frame t warped onto it,
+    and the share of pixels whose flow passes the forward-backward check.
+
+    With a `source` (the clip the frames were made from, same frame count): the frames are
+    warped by the SOURCE's flow and only the pixels where the source's flow passes the check
+    count (its occlusions are left out): the video-consistency definition of Lai et al. 2018
+    used by video-editing papers (here the absolute, not squared, difference), which asks
+    whether the frames change the way the source does. Without one: the frames' own flow over
+    every pixel; the share that fails the check (a clip the flow cannot follow, or
+    occlusions) is reported beside it, never left out of the error."""
     frames = as_frames(frames)
-    return _warp_error(frames, _motion(frames))
+    if source is None:
+        return _warp_error(frames, _motion(frames), masked=False)
+    frames, source, _ = match_source(frames, source)
+    return _warp_error(frames, _motion(source), masked=True)
 
 
 def flicker(frames) -> np.ndarray:
@@ -191,31 +236,92 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
-def track_error(track_a, track_b) -> tuple[float, float]:
-    """Two centroid tracks (T, 2) in pixels, NaN where the object is absent: the mean
-    distance over the frames where both exist, and the share of frames where both exist.
-    The distance is NaN when no frame matches."""
-    a, b = np.asarray(track_a, np.float64), np.asarray(track_b, np.float64)
+class TrackError(NamedTuple):
+    """distance: mean px between the two tracks over the frames where either shows the object,
+    a frame where only one does counting at the frame's diagonal (farther than any two points
+    inside it), so losing the object never scores better than following it; lost: the share
+    of those frames where only one shows it; matched: the mean px over the frames where both
+    do (NaN where none)."""
+
+    distance: float
+    lost: float
+    matched: float
+
+
+def _tracks(track, reference, name: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(track, np.float64), np.asarray(reference, np.float64)
     if a.ndim != 2 or a.shape[1] != 2 or a.shape != b.shape:
-        raise ValueError(f"track_error needs two tracks shaped (T, 2) of the same T, got {a.shape} and {b.shape}.")
-    both = ~np.isnan(a).any(axis=1) & ~np.isnan(b).any(axis=1)
-    if not both.any():
-        return float("nan"), 0.0
-    return float(np.linalg.norm(a[both] - b[both], axis=1).mean()), float(both.mean())
+        raise ValueError(f"{name} needs two tracks shaped (T, 2) of the same T, got {a.shape} and {b.shape}.")
+    return a, b
+
+
+def _diagonal(frame_size) -> float:
+    h, w = frame_size
+    if not (h > 0 and w > 0):
+        raise ValueError(f"frame_size must be the frames' (height, width) in pixels, got {frame_size}.")
+    return float(np.hypot(h, w))
+
+
+def track_error(track, reference, frame_size: tuple[int, int]) -> TrackError:
+    """A centroid track against a reference track, both (T, 2) in pixels with NaN where the
+    object is absent, on frames of `frame_size` (H, W). See TrackError. NaN distance when
+    neither track shows the object in any frame."""
+    a, b = _tracks(track, reference, "track_error")
+    penalty = _diagonal(frame_size)
+    in_a, in_b = ~np.isnan(a).any(axis=1), ~np.isnan(b).any(axis=1)
+    either, both = in_a | in_b, in_a & in_b
+    if not either.any():
+        return TrackError(float("nan"), 0.0, float("nan"))
+    gap = np.full(len(a), penalty)
+    gap[both] = np.linalg.norm(a[both] - b[both], axis=1)
+    matched = float(gap[both].mean()) if both.any() else float("nan")
+    return TrackError(float(gap[either].mean()), float((either & ~both).sum() / either.sum()), matched)
+
+
+class MotionMatch(NamedTuple):
+    """displacement: mean px between the track's and the reference's frame-to-frame
+    displacements over the pairs where either track shows the object in both frames (a pair
+    only one of them has counts at the frame's diagonal); speed, reference_speed: the mean
+    displacement length (px per frame) of each over its own such pairs (NaN where none)."""
+
+    displacement: float
+    speed: float
+    reference_speed: float
+
+
+def motion_match(track, reference, frame_size: tuple[int, int]) -> MotionMatch:
+    """How a track's frame-to-frame motion matches a reference's (tracks as for track_error)."""
+    a, b = _tracks(track, reference, "motion_match")
+    penalty = _diagonal(frame_size)
+    da, db = np.diff(a, axis=0), np.diff(b, axis=0)
+    in_a, in_b = ~np.isnan(da).any(axis=1), ~np.isnan(db).any(axis=1)
+    either, both = in_a | in_b, in_a & in_b
+    gap = np.full(len(da), penalty)
+    gap[both] = np.linalg.norm(da[both] - db[both], axis=1)
+    speed = lambda d, ok: float(np.linalg.norm(d[ok], axis=1).mean()) if ok.any() else float("nan")
+    return MotionMatch(float(gap[either].mean()) if either.any() else float("nan"), speed(da, in_a), speed(db, in_b))
 
 
 @dataclass
 class CoherenceReport:
     """Per-pair arrays (T-1,) for an edited clip and, when a source was given, the source's
-    own values as the reference level of a clip with real motion."""
+    own values as the reference level of a clip with real motion.
+
+    warp_error is warp_error(edited, source): with a source, the edited frames warped by the
+    source's flow where it is reliable (Lai et al.); without one, the edited clip's own flow
+    over every pixel. warp_reliable is the share of
+    pixels the flow it used trusts. own_warp_error (with a source) is the no-source measure
+    of the edited clip, source_warp_error the source's own warp error by its flow."""
 
     warp_error: np.ndarray
-    warp_reliable: np.ndarray  # share of pixels whose flow passed the check
+    warp_reliable: np.ndarray
     flicker: np.ndarray
     source_warp_error: np.ndarray | None = None
     source_warp_reliable: np.ndarray | None = None
     source_flicker: np.ndarray | None = None
     motion_epe: np.ndarray | None = None
+    own_warp_error: np.ndarray | None = None
+    own_warp_reliable: np.ndarray | None = None
     source_resized_from: tuple[int, int] | None = None  # (H, W) of the source before resizing
 
     def means(self) -> dict[str, float]:
@@ -237,14 +343,19 @@ class CoherenceReport:
                 text += f" (source {m[source_key]:.4f}{unit})"
             lines.append(text)
 
-        line("warp error", "warp_error", "", "source_warp_error")
+        if "own_warp_error" in m:
+            line("warp error by the source's flow", "warp_error", "", "source_warp_error")
+            line("warp error by its own flow", "own_warp_error", "")
+        else:
+            line("warp error", "warp_error", "")
         line("flicker", "flicker", "", "source_flicker")
         if "motion_epe" in m:
             line("motion EPE vs source", "motion_epe", " px")
-        reliable = f"flow reliable on {100 * m['warp_reliable']:.0f}% of pixels"
-        if "source_warp_reliable" in m:
-            reliable += f" (source {100 * m['source_warp_reliable']:.0f}%)"
-        lines.append(reliable)
+        if "own_warp_error" in m:
+            lines.append(f"source's flow reliable on {100 * m['warp_reliable']:.0f}% of pixels (the rest, "
+                         f"occlusions, left out); the edit's own flow on {100 * m['own_warp_reliable']:.0f}%")
+        else:
+            lines.append(f"flow reliable on {100 * m['warp_reliable']:.0f}% of pixels (all counted)")
         if self.source_resized_from:
             h, w = self.source_resized_from
             lines.append(f"source resized from {w}x{h} to the edited size for the measurement")
@@ -252,8 +363,9 @@ class CoherenceReport:
 
 
 def coherence_report(edited, source=None, progress: Progress | None = None) -> CoherenceReport:
-    """All temporal metrics of an edited clip, and against its source when given. Each clip's
-    flows are computed once (2 per pair); ``progress(done, total)`` is called after each."""
+    """All temporal metrics of an edited clip, and against its source when given (see
+    CoherenceReport). Each clip's flows are computed once (2 per pair); ``progress(done,
+    total)`` is called after each."""
     if source is None:
         clips, resized_from = [as_frames(edited, "edited")], None
     else:
@@ -262,11 +374,11 @@ def coherence_report(edited, source=None, progress: Progress | None = None) -> C
     done = iter(range(1, total + 1))
     tick = (lambda: progress(next(done), total)) if progress else (lambda: None)
     motions = [_motion(clip, tick) for clip in clips]
-    (error, reliable), *source_warp = [_warp_error(clip, motion) for clip, motion in zip(clips, motions)]
-    report = CoherenceReport(error, reliable, flicker(clips[0]))
-    if source is not None:
-        report.source_warp_error, report.source_warp_reliable = source_warp[0]
-        report.source_flicker = flicker(clips[1])
-        report.motion_epe = _epe(*motions)
-        report.source_resized_from = resized_from
-    return report
+    own = _warp_error(clips[0], motions[0], masked=False)
+    if source is None:
+        return CoherenceReport(*own, flicker(clips[0]))
+    edited, source = clips
+    return CoherenceReport(
+        *_warp_error(edited, motions[1], masked=True), flicker(edited),
+        *_warp_error(source, motions[1], masked=True), flicker(source),
+        motion_epe=_epe(*motions), own_warp_error=own[0], own_warp_reliable=own[1], source_resized_from=resized_from)

@@ -33,7 +33,7 @@ class VRWKVBlocks(nn.Module):
         super().__init__()
         self.spec = spec
         self.config = BlockConfig.from_spec(spec)
-        self.blocks = nn.ModuleDict({name: block(b["channels"], b["gate_channels"], self.config)
+        self.blocks = nn.ModuleDict({name: block(b["channels"], b["gate_channels"], self.config.at_level(b["level"]))
                                      for name, b in spec["blocks"].items()})
         self.set_norm_frames(spec.get("norm_frames"))
 

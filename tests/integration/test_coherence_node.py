@@ -23,11 +23,13 @@ def test_clip_against_itself_at_twice_the_size(comfy_server):
     entry = comfy_server.run(graph(["big", 0]))
     out = entry["outputs"]["coh"]
     numbers, summary = out["coherence"][0], out["text"][0]
-    assert set(numbers) == {"warp_error", "flicker", "motion_epe", "source_warp_error", "source_flicker"}
+    assert set(numbers) == {"warp_error", "flicker", "motion_epe", "source_warp_error", "source_flicker",
+                            "own_warp_error", "flow_unreliable"}
     assert numbers["motion_epe"] < 0.2                      # the same motion
     assert numbers["warp_error"] == pytest.approx(numbers["source_warp_error"], abs=0.005)
     assert numbers["flicker"] == pytest.approx(numbers["source_flicker"], abs=0.002)
-    assert f"warp error: {numbers['warp_error']:.4f}" in summary and "resized from 128x128" in summary
+    assert f"warp error by the source's flow: {numbers['warp_error']:.4f}" in summary
+    assert "resized from 128x128" in summary
     assert entry["outputs"]["show"]["text"] == [summary]     # the STRING output, shown by core PreviewAny
 
 

@@ -41,5 +41,5 @@ def test_workflow_writes_the_edited_video(name, comfy_server):
     assert video_info(new[0]) == expected
     outputs = {graph[key]["class_type"]: out for key, out in entry["outputs"].items()}
     numbers = outputs["VRWKVVideoCoherence"]["coherence"][0]
-    assert len(numbers) == 5 and all(math.isfinite(v) and v >= 0 for v in numbers.values()), numbers
+    assert len(numbers) == 7 and all(math.isfinite(v) and v >= 0 for v in numbers.values()), numbers
     assert outputs["PreviewAny"]["text"] == outputs["VRWKVVideoCoherence"]["text"]

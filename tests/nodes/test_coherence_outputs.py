@@ -16,28 +16,36 @@ from vrwkv_editor.vrwkv.metrics import coherence_report
 def test_schema():
     spec = VRWKVVideoCoherence.INPUT_TYPES()
     assert list(spec["required"]) == ["edited"] and list(spec["optional"]) == ["source"]
+    # saved workflows link outputs by position: new outputs only ever come last
     assert VRWKVVideoCoherence.RETURN_NAMES == ("warp_error", "flicker", "motion_epe", "source_warp_error",
-                                                "source_flicker", "summary", "plot")
-    assert VRWKVVideoCoherence.RETURN_TYPES == ("FLOAT",) * 5 + ("STRING", "IMAGE")
+                                                "source_flicker", "summary", "plot", "own_warp_error",
+                                                "flow_unreliable")
+    assert VRWKVVideoCoherence.RETURN_TYPES == ("FLOAT",) * 5 + ("STRING", "IMAGE") + ("FLOAT",) * 2
+    assert len(VRWKVVideoCoherence.OUTPUT_TOOLTIPS) == len(VRWKVVideoCoherence.RETURN_NAMES)
 
 
 def test_outputs_with_a_source():
     source = moving_clip(frames=6)
     report = coherence_report(flickering(source), source)
     out = node_outputs(report)
-    warp, flick, epe, source_warp, source_flick, summary, plot = out["result"]
+    warp, flick, epe, source_warp, source_flick, summary, plot, own_warp, unreliable = out["result"]
     means = report.means()
     assert (warp, flick, epe, source_warp, source_flick) == (means["warp_error"], means["flicker"], means["motion_epe"],
                                                              means["source_warp_error"], means["source_flicker"])
-    assert warp > 0.05 > source_warp and flick > 0.05 > source_flick
-    assert out["ui"]["text"] == [summary] and "motion EPE" in summary
-    assert out["ui"]["coherence"] == [dict(zip(VRWKVVideoCoherence.RETURN_NAMES, out["result"][:5]))]
+    assert (own_warp, unreliable) == (means["own_warp_error"], 1 - means["warp_reliable"])
+    assert warp > 0.05 > source_warp and flick > 0.05 > source_flick and 0 <= unreliable < 0.2
+    assert out["ui"]["text"] == [summary] and "motion EPE" in summary and "source's flow" in summary
+    names = VRWKVVideoCoherence.RETURN_NAMES
+    assert out["ui"]["coherence"] == [{n: v for n, v in zip(names, out["result"]) if n not in ("summary", "plot")}]
     assert plot.shape == (1, 450, 512, 3) and plot.dtype == torch.float32 and 0 <= plot.min() < plot.max() <= 1
 
 
 def test_outputs_without_a_source_are_nan_and_null_in_the_page_json():
-    out = node_outputs(coherence_report(moving_clip(frames=3)))
+    report = coherence_report(moving_clip(frames=3))
+    out = node_outputs(report)
     assert all(math.isnan(v) for v in out["result"][2:5]) and not math.isnan(out["result"][0])
+    assert out["result"][7] == out["result"][0]            # own_warp_error is warp_error without a source
+    assert out["result"][8] == pytest.approx(1 - report.means()["warp_reliable"])
     assert out["ui"]["coherence"][0]["motion_epe"] is None
     assert out["result"][6].shape == (1, 300, 512, 3)  # two panels: warp error and flicker
 

@@ -249,6 +249,7 @@ LEAN = {
     "fused mix": {"fused_rkv": True},
     "merge skip fusion": {"skip_fusion": "merge"},
     "unet dtype": {"half_precision_sampling": True},
+    "channel mix at level 0 only": {"channel_mix_max_level": 0},
     "all": {"channel_mix": 0, "rank": 0.5, "fused_rkv": True, "skip_fusion": "merge"},
 }
 
@@ -285,6 +286,9 @@ def test_lean_options_build_what_they_name():
         return sum(p.numel() for p in module.parameters())
 
     assert all(b.channel_mix is None for b in blocks(channel_mix=0).values())
+    levels = {name: b["level"] for name, b in block_spec(layout, BlockConfig())["blocks"].items()}
+    assert {levels[n] for n, b in blocks(channel_mix_max_level=0).items() if b.channel_mix is not None} == {0}
+    assert {levels[n] for n, b in blocks(channel_mix_max_level=0).items() if b.channel_mix is None} == {1}
     assert count(blocks(channel_mix=1)["mid"].channel_mix.key) == 16 * 16
     full, low = blocks()["mid"].spatial_mix, blocks(rank=0.25)["mid"].spatial_mix
     assert count(low.key.proj) == 2 * 16 * 4 and count(full.key.proj) == 16 * 16

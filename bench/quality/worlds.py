@@ -1,0 +1,61 @@
+"""The worlds the quality benchmark runs on. A world is what the benchmark needs of a toy
+world: its model file, its clips with their captions and edits, and a detector that reads
+each frame back (a detection with .x, .y (None without an object), .touches_edge, .colour
+and .named, the captioned attributes it shows, as toyworld/fidelity.py reads them). A
+second world (a textured one whose appearance can flicker) plugs in as another `World` in
+WORLDS.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from toyworld.detector import detect
+from toyworld.model import WEIGHTS
+from toyworld.world import Spec, make_clip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One clip of a world and its prompts. make(frames) -> (frames, 3, H, W) in [-1, 1];
+    edits: ((prompt, the attributes the prompt names), ...)."""
+    name: str
+    source_prompt: str
+    source_named: tuple
+    edits: tuple
+    make: Callable[[int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    weights: Path
+    cases: tuple
+    detect: Callable            # (3, H, W) in [-1, 1] -> detection
+
+
+def flat_case(path_kind: str, colour: str, shape: str, path_seed: int, edits: tuple) -> Case:
+    """A large flat object along a world.path; edits as (colour, shape) pairs."""
+    spec = Spec(colour, shape, "large", 0, 0)
+    return Case(path_kind, spec.caption(), (colour, shape),
+                tuple((Spec(c, s, "large", 0, 0).caption(), (c, s)) for c, s in edits),
+                lambda frames: make_clip(path_kind, frames, spec, path_seed)[0])
+
+
+# One edit per clip that per-frame editing flickers on (a blue circle) and one it does cleanly
+# (toyworld/README.md); the exit path's half-visible object is left out (the model never saw one).
+FLAT = World("flat", WEIGHTS, (
+    flat_case("zigzag", "red", "circle", 1, (("blue", "circle"), ("red", "square"))),
+    flat_case("curved", "yellow", "circle", 3, (("blue", "circle"), ("yellow", "square"))),
+    flat_case("speed", "blue", "square", 4, (("red", "square"), ("blue", "circle"))),
+), detect)
+
+WORLDS = {"flat": FLAT}
+
+
+def get_world(name: str) -> World:
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; choose one of {tuple(WORLDS)}")
+    return WORLDS[name]

@@ -1,0 +1,69 @@
+"""The edit-quality benchmark's machinery: confidence intervals, paired comparisons, and a
+tiny end-to-end run that resumes instead of redoing finished units."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import edit_quality
+from bench.quality import report
+from bench.quality.methods import method
+from bench.quality.run import Protocol, units
+
+
+def test_ci95_is_the_student_t_interval():
+    mean, half = report.ci95([1.0, 2.0, 3.0, float("nan")])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    assert report.ci95([5.0]) == (5.0, pytest.approx(float("nan"), nan_ok=True))
+
+
+def record(spec, kind, case, seed, value):
+    return {"spec": spec, "method": spec, "kind": kind, "case": case, "tune_seed": seed, "frames": 8,
+            "rows": [{"track": "generation", "role": "source", "noise": "independent", "track_px": value}]}
+
+
+def test_paired_rows_match_units_and_call_a_difference_only_outside_the_interval():
+    untuned = [record("untuned", "plain", c, 1, v) for c, v in (("a", 6.0), ("b", 7.0), ("c", 5.0))]
+    better = [record("m", "vrwkv", c, s, v - 2.0 + 0.1 * s) for c, v in (("a", 6.0), ("b", 7.0), ("c", 5.0))
+              for s in (1, 2)]
+    same = [record("n", "vrwkv", c, s, v + (0.5 if s == 1 else -0.5)) for c, v in (("a", 6.0), ("b", 7.0), ("c", 5.0))
+            for s in (1, 2)]
+    lines = report.paired({"untuned": untuned, "m": better, "n": same}, "untuned", "track_px", report.HEADLINE,
+                          "{:.2f}")
+    assert "| m | 6 | -1.85 ± 0.06 | lower |" in lines
+    assert lines[-1].startswith("| n | 6 | 0.00 ±") and lines[-1].endswith("| no difference shown |")
+
+
+def test_methods_by_name_and_rate():
+    assert method("tav@1e-3").lr == 1e-3 and method("tav").lr == 3e-5
+    with pytest.raises(ValueError, match="unknown method"):
+        method("nope")
+    with pytest.raises(ValueError, match="not tuned"):
+        method("untuned@1e-3")
+
+
+def test_units_give_untuned_methods_one_tuning_seed():
+    protocol = Protocol(clips=2, frames=(8, 16), tune_seeds=(1, 2))
+    found = units(["untuned", "default"], protocol)
+    assert sum(u.method.kind == "plain" for u in found) == 2 * 2 and len(found) == 2 * 2 + 2 * 2 * 2
+    assert len({u.key() for u in found}) == len(found)
+
+
+def test_a_tiny_run_writes_its_tables_and_strip_and_resumes(tmp_path):
+    args = ["--methods", "untuned", "default", "--clips", "1", "--frames", "3", "--tune-seeds", "1",
+            "--sample-seeds", "5", "--tune-steps", "1", "--ddim-steps", "2", "--results", str(tmp_path),
+            "--cache", str(tmp_path / "cache"), "--name", "q"]
+    edit_quality.main(args)
+    lines = (tmp_path / "q_cpu.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    unit = json.loads(lines[1])
+    roles = {(r["track"], r.get("role"), r.get("noise")) for r in unit["rows"]}
+    assert roles == {("generation", "source", "independent"), ("generation", "source", "shared"),
+                     ("generation", "edit", "independent"), ("edit", "edit", None)}
+    text = (tmp_path / "q_cpu.md").read_text()
+    assert "## Generation track, 3 frames" in text and "## Edit track, 3 frames" in text
+    assert "| VRWKV, the node's default | 1 |" in text and "Partial" not in text
+    assert (tmp_path / "q_cpu_strip.png").stat().st_size > 0
+    edit_quality.main(args)                                       # nothing left to do
+    assert (tmp_path / "q_cpu.jsonl").read_text().splitlines() == lines
