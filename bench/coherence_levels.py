@@ -7,7 +7,7 @@ itself, an edit with the same motion, and clips broken in the ways an edit break
 Two sources, each at 32 and 64 px (8 frames): the metric tests' clips (tests/clips.py), a
 randomly textured square moving 2 px right and 1 px down per frame (twice that at 64 px) over
 a smooth background, and a clip textured everywhere, a striped red disc moving over two
-grey gratings that pan. Writes bench/results/coherence_levels.md (the README's table).
+grey gratings that pan. Writes bench/results/coherence_levels.md (docs/nodes.md shows its first table).
 """
 
 import sys

@@ -9,8 +9,7 @@ and is kept as `mantissa * exp(scale)`, the scale being the log of the sum's lar
 weight (a running maximum): every exp taken here has an exponent <= 0, so nothing
 overflows for any sign of w or size of key, and the largest term keeps full precision.
 
-The sums run in chunks of CHUNK = 32 positions (the three phases of
-../shared/reference/vrwkv-spec.md A.4), per direction:
+The sums run in chunks of CHUNK = 32 positions, in three phases per direction:
   1. each chunk's total: one max and one weighted sum over its positions, all at once;
   2. the totals, a sequence L/32 long with decay 32*w, are carried from chunk to chunk by
      this same algorithm one level down (L/1024 at the next level, and so on);
@@ -34,7 +33,7 @@ each output (tests/test_bi_wkv_torch.py asserts looser bounds for each):
   - fp16 / bf16 at L = 65536: the rounding of y and the gradients to the input dtype
     (y 3.7e-4 / 2.9e-3, gradients <= 6e-4 / 3.1e-3 against float64 at the rounded inputs).
 
-Backward follows ../shared/reference/vrwkv-spec.md section B: the gradient sums G and H
+Backward: the gradient sums G and H
 are the same decayed sums over key -log(den) with values g and g*y, and gw pairs their
 future (past) halves with the forward past (future) sums, so no distance-weighted scan
 is needed; every product is formed under one combined scale that is <= 0. The forward

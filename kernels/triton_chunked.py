@@ -1,6 +1,6 @@
 """Chunked Bi-WKV in Triton: forward and backward kernels and their launchers.
 
-The sequence is cut into chunks of BT tokens (../shared/reference/vrwkv-spec.md A.4):
+The sequence is cut into chunks of BT tokens (the three phases of kernels/torch_scan.py):
 1. `chunk_state_kernel` reduces every chunk to its past- and future-direction states;
 2. `block_state_kernel`, `block_scan_kernel` and `block_carry_kernel` turn those into the
    state flowing into every chunk from the rest of the sequence; chunks are grouped in

@@ -2,7 +2,7 @@
 
 `VRWKVPatch` is the object registered with `ModelPatcher.set_model_output_block_patch`.
 It is a plain callable holding the blocks (an nn.Module), written around three ComfyUI
-behaviours (../shared/TESTING.md):
+behaviours (the integration tier runs them in a real ComfyUI):
 - `ModelPatcher.clone()` deep-copies model options: the patch returns itself from
   `__deepcopy__`, so every clone runs the very module that is trained and saved;
 - `model_patches_to` is called with the load device and then with the UNet's dtype: `to()`
