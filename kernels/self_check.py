@@ -12,9 +12,9 @@ TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def check_inputs(cfg, device, dtype):
-    """(w, u, k, v, gy), k, v, gy in dtype: three blocks and two channel tiles (the last of
-    each partial), w*L from -2 to 4, and channel 0 decaying fast enough to send the first
-    tile through the exact scan instead of the matmul form."""
+    """(w, u, k, v, gy), k, v, gy in dtype: three blocks and at least two channel tiles (the
+    last of each partial), w*L from -2 to 4, and channel 0 decaying fast enough to send the
+    first tile through the exact scan instead of the matmul form."""
     L = 2 * cfg.bt * cfg.nb + cfg.bt // 2 + 1
     C = max(cfg.bc, cfg.bc_carry) + 1
     g = torch.Generator().manual_seed(0)

@@ -1,20 +1,15 @@
 """Chunked Bi-WKV in Triton (vrwkv-spec.md A.4 and B): kernels and their launchers.
 
-1. `chunk_state_kernel` reduces each chunk of BT tokens to its past and future states;
-2. `block_state_kernel`, `block_scan_kernel` and `block_carry_kernel` give the state flowing
-   into every chunk; chunks form blocks of NB, so the one sequential loop is L / (BT * NB) long;
-3. `chunk_fwd_kernel` writes y; `chunk_bwd_state_kernel` and `chunk_bwd_kernel` do the same
-   for the gradient sums and write the gradients.
-A state (a, b, m) is two sums a*e^m, b*e^m under one log-scale; states merge under the
-larger scale, never by subtraction.
+`chunk_state_kernel` reduces each chunk of BT tokens to its past and future states;
+`block_state_kernel`, `block_scan_kernel` and `block_carry_kernel` turn them into the state
+entering every chunk (one sequential loop, L / (BT * NB) long); `chunk_fwd_kernel` writes y,
+and `chunk_bwd_state_kernel` and `chunk_bwd_kernel` do the same for the gradient sums. A
+state (a, b, m) is the sums a*e^m, b*e^m; states merge under the larger scale.
 
-In-chunk sums are matmuls: the past sum at row j is e^{R-(j-1)w} * sum_{r<j} e^{rw+k_r-R} x_r,
-a strictly lower-triangular 0/1 matrix times rescaled values, R the largest log-weight the
-chunk sees. Where a tile has |w|*(BT-1) <= SPAN, |u| <= BONUS and -w*L <= GROWTH in every
-channel, every factor stays within e^40; other tiles take the exact scan `_scan_rows`. fp32
-enters the tensor cores as three bf16 parts (~2^-24 relative) and accumulates in fp32. The
-forward saves only the carries (6 fp32 per chunk and channel); the backward recomputes den
-and y from them.
+In-chunk sums are 0/1 triangular matmuls on values rescaled by e^{k - R +- jw}, R the largest
+log-weight the chunk sees. Tiles with |w|*(BT-1) <= SPAN, |u| <= BONUS and -w*L <= GROWTH in
+every channel keep each factor within e^40; the rest take the exact scan `_scan_rows`. fp32
+enters the tensor cores as three bf16 parts; everything accumulates in fp32.
 """
 
 import contextlib

@@ -65,8 +65,7 @@ def _shift(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 class FrameMix(nn.Module):
-    """Temporal interpolation with a per-channel mu, then a depthwise 3x3 spatial conv
-    (identity at init) and a linear projection to `out_ch`."""
+    """mu * x + (1 - mu) * prev per channel, a depthwise 3x3 conv, a projection to `out_ch`."""
 
     def __init__(self, in_ch: int, out_ch: int, rank_ratio: float | None = None):
         super().__init__()
@@ -101,9 +100,8 @@ class FusedFrameMix(nn.Module):
 
 
 class SpatialMix3D(nn.Module):
-    """RWKV spatial mix over the whole clip: sigmoid(r) * BiWKV(k, v), then a zero-init
-    output projection. r may read another feature (`gate`, the decoder's in a skip fusion);
-    on a window, `carry` (carry.FrameCarry) brings the shift frame and Bi-WKV states."""
+    """sigmoid(r) * BiWKV(k, v) over the whole clip, then a zero-init output projection; r may
+    read another feature (`gate`: the decoder's in a skip fusion)."""
 
     # Frames the decay is divided by, fixed by tuning so that a window, the tuned clip and a
     # longer clip share one per-token decay; None (untuned): the call's own.
@@ -143,8 +141,7 @@ class SpatialMix3D(nn.Module):
         return self.output(torch.sigmoid(r) * y.reshape(V, T, H, W, C))
 
     def receptance_key_value(self, x: torch.Tensor, gate: torch.Tensor, shift=_shift) -> tuple:
-        """r (from the gate), k and v (from x, and the gate when merging), (V, T, H, W, C) each;
-        `shift(name, feature)` is the token shift."""
+        """r from the gate, k and v from x (and the gate when merging), (V, T, H, W, C) each."""
         kv_in = torch.cat([x, gate], -1) if self.merge else x
         if self.fused_mix:
             return self.rkv(kv_in, gate if gate is not x else None, shift)
@@ -154,8 +151,7 @@ class SpatialMix3D(nn.Module):
 
 
 class ChannelMix3D(nn.Module):
-    """RWKV channel mix with temporal interpolation: sigmoid(r) * W_v(relu(W_k x)^2),
-    W_v zero-init."""
+    """RWKV channel mix with token shift: sigmoid(r) * W_v(relu(W_k x)^2), W_v zero-init."""
 
     def __init__(self, channels: int, hidden_ratio: float):
         super().__init__()
@@ -217,14 +213,13 @@ class VRWKVBlock3D(nn.Module):
         self.cast = CastCache()
 
     def _apply(self, fn, recurse=True):
-        """Every move or cast, outside inference mode (where ComfyUI builds and moves models)
-        so that tuning can train the parameters; frees the cast copy."""
+        """Moves and casts outside ComfyUI's inference mode, so tuning can train the parameters."""
         self.cast = CastCache()
         with torch.inference_mode(False):
             return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
-        """`carry`: the window's FrameCarry when x is a window of a longer clip."""
+        """`carry`: the window's carry.FrameCarry when x is a window of a longer clip."""
         if x.shape[0] % frames:
             raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
         if (self.sample_in_unet_dtype and not torch.is_grad_enabled() and x.dtype in HALF

@@ -1,8 +1,9 @@
 """Bi-WKV state carried between the windows of a long clip (the paper's "RNN mode").
 
 A block in window i gets the past state (kernels/state.py) and the frame before the window
-from window i-1 of this UNet call, and the future state from window i+1 of the previous
-call: what it sees of window i+k is k denoising steps old (nothing at a run's first step).
+from window i-1 in this model call, and the future state from window i+1 in the previous
+call (denoising step): what it sees of window i+k is k steps old, and nothing at a run's
+first step.
 """
 
 from dataclasses import dataclass, field
@@ -28,8 +29,7 @@ class FrameCarry:
     out_prev: dict = field(default_factory=dict)
 
     def shift(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """time_shift of the feature `name` (V, T, H, W, C) from the carried frame; keeps the
-        frame before the next window."""
+        """time_shift of feature `name` from the carried frame; keeps the next window's."""
         if self.next_start is not None:
             self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach().clone()  # not a view: frees x
         return time_shift(x, self.prev.get(name))
@@ -47,8 +47,8 @@ class FrameCarry:
 
 class CarryStore:
     """The states handed between windows, per conditioning (`key`, so prompts run in separate
-    calls keep their own): ("past", block, i) from window i-1 of this call, with the frame
-    before window i (freed when read), and ("future", block, i) from window i+1 of the last call."""
+    calls keep their own): ("past", block, i) from window i-1 in this model call, with the
+    frame before window i (freed when read), and ("future", block, i) from window i+1."""
 
     def __init__(self):
         self.states = {}

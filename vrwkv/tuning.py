@@ -18,9 +18,8 @@ from .blocks import is_temporal_parameter
 # 3e-5 * 100 = 3e-3 per step: up to ~0.9 over the recipe's 300 steps, across the range where
 # mu and decay change meaning without leaving it (reasoned, not measured).
 TEMPORAL_LR_MULTIPLIER = 100.0
-# Adam's eps for the temporal parameters: `first` enters as first / L for one token among L,
-# so its gradient (~1/L^2 of the others') is far below the recipe's eps of 1e-8, which would
-# shrink its steps by orders of magnitude.
+# Adam's eps for the temporal parameters: `first` (u = first / L) gets ~1/L^2 of the others'
+# gradient, far below the recipe's eps of 1e-8, which would shrink its steps by orders of magnitude.
 TEMPORAL_EPS = 1e-16
 # At 20x the default block changes the toy model's output about as much as Tune-A-Video's
 # recipe does; at 1x it barely moves (bench/results/quality_cpu.md, "output change").
@@ -99,8 +98,7 @@ def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings:
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("nothing to tune: no parameter requires gradients")
-    # Bi-WKV does not check its decay and bonus every call (a GPU sync): check them here once;
-    # the steps below keep them finite (a step is applied only with finite loss and gradients).
+    # Bi-WKV does not check w and u (a GPU sync per call): check once here; steps keep them finite.
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise NonFiniteLoss("tuning starts from non-finite weights (a diverged run or a broken file); "
                             "reload the model and the VRWKV weights")

@@ -2,8 +2,8 @@
 
 Tensors: `vrwkv.<block param>`, and `base.<UNet key>` for tuned UNet weights as differences
 from the weights they were tuned from (applied by ComfyUI's weight patching). Metadata:
-`format`, `pack_version`, `layout` (the block spec) and `info` (the training record; its
-`base` names the model tuned on). Written atomically, never over a file, never unpickled.
+`format`, `pack_version`, `layout` (the block spec), `info` (the training record; `base`
+names the model tuned on). Written atomically, never over an existing file; never unpickled.
 """
 
 import hashlib
