@@ -1,10 +1,9 @@
 """Bi-WKV state across window boundaries: a long sequence processed window by window.
 
-All a window [s, e) needs from the tokens before it is one decayed sum per channel,
-P = sum_{i<s} exp(-(s-1-i)*w + k[i]) * [v[i], 1], and from those after it the mirror sum F.
-They weigh the window exactly as a token at s-1 (or e) with key log(P_den) and value
-P_num / P_den would, so a state is stored as that pseudo-token (key, value), each (B, C),
-and a window runs as the ordinary operator on [past token, window, future token].
+A window [s, e) needs, per channel, P = sum_{i<s} exp(-(s-1-i)*w + k[i]) * [v[i], 1] and
+the mirror sum F of the tokens after it. These weigh the window exactly as a token at s-1
+(or e) with key log(P_den) and value P_num / P_den would, so a state is that pseudo-token,
+(key, value) each (B, C), and the window runs as bi_wkv on [past, window, future].
 """
 
 import torch

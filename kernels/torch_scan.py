@@ -75,10 +75,9 @@ def _pieces(a, copies=1):
 
 
 def _scan(a, vals, seed_a, seed_m, reverse):
-    """Exclusive running-max scan along dim 1 of a (B, T, N, C): a[j] is position j's key
-    + j*w (- j*w for reverse), vals (B, T, N, C) values or None for 1, seed_a (B, N, C) and
-    seed_m (nv, B, N, C) the state entering each chunk. Returns A (B, T, N, C), the largest
-    a before each position, and H (nv, B, T, N, C): sum = H * exp(A + decay)."""
+    """Exclusive running-max scan along dim 1 of a = key +- j*w (B, T, N, C), vals (None: 1)
+    seeded per chunk by (seed_a, seed_m). Returns A, the largest a before each position, and
+    H (nv, B, T, N, C): sum = H * exp(A + decay)."""
     B, T = a.shape[:2]
     # slot s holds the state between positions s-1 and s; the seed sits in slot 0 (T if reverse)
     into, out = (slice(1, None), slice(0, T)) if reverse else (slice(0, T), slice(1, None))
@@ -105,9 +104,8 @@ def _scan(a, vals, seed_a, seed_m, reverse):
 
 
 def _decayed_sums(key, vals, w, chunks, reverse, seeds=None):
-    """One direction's exclusive decayed sums of exp(key) * val over chunk-layout key
-    (B, T, N, C): (scale, mantissas (nv, ...), seeds); an empty sum has scale ~NEG and
-    mantissa 0. `seeds` (the states entering each chunk) come from the chunk totals unless given."""
+    """One direction's exclusive decayed sums of exp(key) * val: (scale, mantissas, seeds), the
+    seeds (states entering each chunk) from the chunk totals unless given."""
     j = chunks.j
     a = key - j * w if reverse else key + j * w                  # (B, T, N, C)
     if seeds is None:

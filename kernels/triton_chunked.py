@@ -46,8 +46,6 @@ def default_config() -> Config:
     return INTERPRETER_CONFIG if os.environ.get("TRITON_INTERPRET") == "1" else GPU_CONFIG
 
 
-# ----------------------------------------------------------------------------- states
-
 @triton.jit
 def _merge(a1, b1, m1, a2, b2, m2):
     # a1*e^m1 + a2*e^m2 under the larger scale, with one exp
@@ -96,8 +94,7 @@ def _reduce_states(b_a, b_b, b_m, b_pos, b_w, FUTURE: tl.constexpr):
 
 @triton.jit
 def _load_state(h, o_h, m_h, s_h, FUTURE: tl.constexpr):
-    """One direction's (a, b, m) at offsets o_h of h, planes s_h apart (past a, b, m, then
-    future a, b, m); masked entries are the empty state."""
+    """One direction's (a, b, m) from planes s_h apart (past a, b, m, future a, b, m); masked: empty."""
     p_h = h + (3 * s_h if FUTURE else 0) + o_h
     return (tl.load(p_h, mask=m_h, other=0.0), tl.load(p_h + s_h, mask=m_h, other=0.0),
             tl.load(p_h + 2 * s_h, mask=m_h, other=NEG))
@@ -113,8 +110,7 @@ def _store_state(h, o_h, m_h, s_h, b_a, b_b, b_m, FUTURE: tl.constexpr):
 
 @triton.jit
 def _chunk_state(b_key, b_a, b_b, m_tc, b_w, BT: tl.constexpr):
-    """A chunk's past state (at its last row) and future state (at its first) from keys and
-    values [BT, BC], exact for any w."""
+    """A chunk's past state (at its last row) and future state (at its first), exact for any w."""
     o_j = tl.arange(0, BT).to(tl.float32)[:, None]
     b_s = tl.where(m_tc, b_key + o_j * b_w[None, :], NEG)
     b_top = tl.max(b_s, 0)
@@ -125,8 +121,6 @@ def _chunk_state(b_key, b_a, b_b, m_tc, b_w, BT: tl.constexpr):
     b_e = tl.where(m_tc, tl.exp(b_s - b_top[None, :]), 0.0)
     return pa, pb, pm, tl.sum(b_e * b_a, 0), tl.sum(b_e * b_b, 0), b_top
 
-
-# ----------------------------------------------------------------------------- in-chunk sums
 
 @triton.jit
 def _dot01(b_t, b_x):
@@ -156,8 +150,7 @@ def _add_runs_future(s1, e1, p1, s2, e2, p2):
 
 @triton.jit
 def _exclusive_sum(b_x, BT: tl.constexpr, FUTURE: tl.constexpr, DOT: tl.constexpr):
-    """Sum of the rows before (past) or after (future) each row of b_x [BT, BC]: a 0/1
-    triangular matmul (DOT) or a scan over runs."""
+    """Sum of the rows before (past) or after (future) each row: a 0/1 matmul (DOT) or a scan."""
     o_j = tl.arange(0, BT)
     if DOT:
         if FUTURE:
@@ -175,8 +168,7 @@ def _exclusive_sum(b_x, BT: tl.constexpr, FUTURE: tl.constexpr, DOT: tl.constexp
 
 @triton.jit
 def _scan_rows(b_key, b_a, b_b, b_w, BT: tl.constexpr, FUTURE: tl.constexpr):
-    """Exclusive decayed sums (a, b, m) at every row of [BT, BC] tiles, one row at a time:
-    exact for any w and keys; serves the tiles the matmul form cannot take."""
+    """Exclusive decayed sums (a, b, m) at every row, one row at a time: exact for any w and keys."""
     o_j = tl.arange(0, BT)[:, None]
     s_a, s_b = tl.zeros_like(b_w), tl.zeros_like(b_w)
     s_m = tl.zeros_like(b_w) + NEG
@@ -246,8 +238,7 @@ def _matmul_y(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT: 
 
 @triton.jit
 def _scan_sums(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT: tl.constexpr):
-    """A chunk's forward sums by the exact scan, carries merged in: past (a, b, m), future
-    (a, b, m), num, den and their log-scale."""
+    """A chunk's past and future (a, b, m), num, den and their log-scale by the exact scan."""
     b_j = tl.arange(0, BT).to(tl.float32)[:, None]
     b_key = tl.where(m_tc, b_k, NEG)
     b_one = tl.where(m_tc, 1.0, 0.0)
@@ -264,8 +255,7 @@ def _scan_sums(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT:
 
 @triton.jit
 def _tile(i_t, i_b, o_c, L, C, NT, BT: tl.constexpr):
-    """Chunk i_t of sequence i_b, channels o_c: masks, 64-bit offsets into (B, L, C) and
-    into [6, B, NT, C] states, and the states' plane size."""
+    """Masks, 64-bit offsets into (B, L, C) and [6, B, NT, C], and the state plane size of a tile."""
     o_t = i_t * BT + tl.arange(0, BT).to(tl.int64)
     m_c = o_c < C
     m_tc = (o_t < L)[:, None] & m_c[None, :]
@@ -375,8 +365,6 @@ def _bwd_tile(k, v, dy, w, u, h, hg, dk, dv, dw, du, i_t, i_b, o_c, L, C, NT,
     tl.store(du + o_h, tl.sum(b_self * (b_v - b_y), 0), mask=m_c)
 
 
-# ----------------------------------------------------------------------------- kernels
-
 @triton.jit(do_not_specialize=["L", "NT"])
 def chunk_state_kernel(
     k,  # [B, L, C]
@@ -427,9 +415,8 @@ def block_state_kernel(
 @triton.jit
 def _carry_tile(h, o_n0, N, C, o_c, m_c, s_h, i_b, b_w, c_a, c_b, c_m,
                 NB: tl.constexpr, BC: tl.constexpr, FUTURE: tl.constexpr):
-    """Replaces states o_n0..o_n0+NB-1 of h ([6, B, N, C], rows b_w apart) by what flows
-    into each (from the tile's other rows and from the state (c_a, c_b, c_m) entering the
-    tile); returns the state leaving the tile."""
+    """Replaces states o_n0..o_n0+NB-1 of h (rows b_w apart) by what flows into each, the state
+    (c_a, c_b, c_m) entering the tile included; returns the state leaving the tile."""
     r = tl.arange(0, NB)
     o_n = o_n0 + r
     if FUTURE:
@@ -570,8 +557,6 @@ def chunk_bwd_kernel(
             _bwd_tile(k, v, dy, w, u, h, hg, dk, dv, dw, du, i_t, i_b, i_c * BC + i_s + tl.arange(0, SUB), L, C, NT,
                       True, DOT, BT)
 
-
-# ----------------------------------------------------------------------------- launchers
 
 def _on_device(t):
     """Triton launches on the current CUDA device: make it the tensors' own."""

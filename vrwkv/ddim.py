@@ -59,8 +59,7 @@ def ddim_noise_split(sigma: float, sigma_next: float, eta: float) -> tuple[float
 
 
 def ddim_step(x, eps, sigma, sigma_next, eta: float = 0.0, noise=None):
-    """One DDIM update of x from sigma to sigma_next given the model's noise estimate `eps`;
-    `noise` (standard normal, like x) only when eta > 0."""
+    """One DDIM update from sigma to sigma_next given eps; `noise` (like x) only when eta > 0."""
     sigma, sigma_next = float(sigma), float(sigma_next)
     sigma_down, sigma_up = ddim_noise_split(sigma, sigma_next, eta)
     x_next = x + eps * (sigma_down - sigma)  # x0_hat + sigma_down * eps

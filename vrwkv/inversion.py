@@ -69,8 +69,7 @@ def check_sigmas_match(info: Inversion, sigmas: torch.Tensor, steps: int, denois
 
 
 def inversion_of(latent: dict, shape: tuple) -> Inversion:
-    """The metadata of an inverted LATENT, checked against its samples and `shape` (the
-    latent being re-generated)."""
+    """The metadata of an inverted LATENT, checked against its samples and `shape`."""
     if LATENT_KEY not in latent:
         raise ValueError("the inverted_latent input carries no VRWKV inversion metadata: connect the "
                          "LATENT output of 'VRWKV DDIM Inversion' (core SaveLatent/LoadLatent drop the "

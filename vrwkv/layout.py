@@ -30,8 +30,7 @@ class UNetLayout:
 
 
 def unet_layout(unet) -> UNetLayout:
-    """Skip points of a ComfyUI openaimodel.UNetModel (input_blocks / middle_block /
-    output_blocks of ResBlock, Downsample, conv). Raises ValueError for another shape."""
+    """Skip points of a ComfyUI openaimodel.UNetModel; ValueError for another architecture."""
     try:
         inputs, outputs = list(unet.input_blocks), list(unet.output_blocks)
     except AttributeError:

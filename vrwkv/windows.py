@@ -50,8 +50,7 @@ def _slice_frames(value, start: int, end: int, frames: int):
 
 
 def _slice_batch(value, index: torch.Tensor, batch: int):
-    """value[index] for tensors with one item per batch entry, also inside dicts, lists and
-    tuples (ControlNet's residuals); everything else unchanged."""
+    """value[index] for tensors with one item per batch entry, also nested (ControlNet's residuals)."""
     if isinstance(value, torch.Tensor):
         return value[index.to(value.device)] if value.ndim and value.shape[0] == batch else value
     if isinstance(value, dict):
@@ -81,8 +80,7 @@ class ContextWindows:
                     {"input": x, "timestep": t, "c": c, "cond_or_uncond": options.get("cond_or_uncond") or [0]})
 
     def sampling_run(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: each sampling run starts and ends with no states (another
-        run's belong to another trajectory)."""
+        """OUTER_SAMPLE wrapper: each sampling run (one trajectory) starts and ends with no states."""
         self.store.reset()
         try:
             return executor(*args, **kwargs)
