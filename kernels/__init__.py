@@ -1,12 +1,10 @@
-"""Bi-WKV, the bidirectional RWKV token mixer, as one function with selectable backends.
+"""Bi-WKV, the bidirectional RWKV token mixer, with selectable backends (dispatch.py):
 
     y[t] = ( sum_{i != t} exp(-(|t-i|-1)*w + k[i]) * v[i] + exp(u + k[t]) * v[t] )
          / ( sum_{i != t} exp(-(|t-i|-1)*w + k[i])        + exp(u + k[t]) )
 
-Backends: "naive" (dense O(L^2) oracle, tests only), "torch" (O(L), any device),
-"triton" (O(L) chunked kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto" (triton on
-CUDA when importable and self-checked, else torch). Validation and dispatch live in
-dispatch.py; triton is imported on first use, so the package imports where it is absent.
+"naive" (dense O(L^2) oracle, tests only), "torch" (O(L), any device), "triton" (chunked
+kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto" (self-checked triton on CUDA, else torch).
 """
 
 from .dispatch import BACKENDS, bi_wkv, triton_status

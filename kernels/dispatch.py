@@ -1,14 +1,9 @@
-"""Validation and backend choice for `bi_wkv` (the one entry point, re-exported by
-kernels/__init__.py).
+"""`bi_wkv`: validation and backend choice.
 
-"auto" never trusts Triton blindly: the first call per device and dtype checks the kernels
-against the torch backend (self_check.py); on a mismatch or a compile error it logs one
-line and serves that device and dtype with torch from then on. "triton" runs the kernels
-unchecked (tests and benchmarks compare them themselves).
-
-No call reads a value back from the GPU: the finiteness of w and u is checked here only
-for CPU tensors (free there); on CUDA a non-finite decay shows up as a non-finite loss,
-which tuning checks every step, and weights files are checked when loaded.
+"auto" serves a device and dtype with Triton only after self_check.py passed there (else
+torch, with one logged line); "triton" runs the kernels unchecked. No call reads a value
+back from the GPU: w and u are checked for finiteness on the CPU only (tuning checks its
+loss every step and weights files are checked when loaded).
 """
 
 import logging
@@ -25,7 +20,7 @@ BACKENDS = ("auto", "torch", "triton", "naive")
 _TORCH_IMPL = (bi_wkv_fwd_torch, bi_wkv_bwd_torch)
 _log = logging.getLogger("vrwkv_editor")
 _notified = set()
-_verdicts = {}     # (device, dtype) -> None when Triton passed its self-check, else the reason
+_verdicts = {}      # (device, dtype) -> None when Triton passed its self-check, else the reason
 MAX_GRID_Z = 65535  # CUDA's limit on the third grid dimension, where the kernels put B
 
 
@@ -36,7 +31,8 @@ def _notice_once(key: str, message: str) -> None:
 
 
 def triton_status():
-    """(launchers, None) when the Triton backend can run, else (None, reason)."""
+    """(launchers, None) when the Triton backend can run, else (None, reason). Imports triton
+    here, on first use, so the package loads without it."""
     try:
         import triton
     except ImportError:
@@ -121,9 +117,9 @@ def _resolve(backend: str, k: torch.Tensor):
 
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """Bidirectional WKV over the L axis of k, v: (B, L, C); w, u: (C,) per-token decay and
-    bonus (may be negative). Returns y: (B, L, C) in k's dtype; fp16/bf16/fp32 accumulate in
-    fp32 on every backend, float64 in float64. Differentiable in w, u, k and v on every backend."""
+    """Bidirectional WKV over the L axis of k, v (B, L, C); w, u (C,): per-token decay and
+    bonus (any sign). y (B, L, C) in k's dtype, accumulated in fp32 (float64 for float64);
+    differentiable in all four inputs on every backend."""
     _validate(w, u, k, v)
     impl = _resolve(backend, k)
     if impl is None:

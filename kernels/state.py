@@ -1,18 +1,9 @@
 """Bi-WKV state across window boundaries: a long sequence processed window by window.
 
-Everything a window needs from the tokens before it is one decayed sum per channel,
-
-    P = sum_{i<s} exp(-(s-1-i)*w + k[i]) * [v[i], 1]      (the past, seen from position s),
-
-and everything after it (from position e on, seen from e-1) is the mirror sum F. Token t of
-the window sees them decayed by its distance: exp(-(t-s)*w) * P and exp(-(e-1-t)*w) * F.
-That is exactly the weight a single token at position s-1 (or e) with key log(P_den) and
-value P_num / P_den would get, so a state is stored as such a pseudo-token (key, value),
-each (B, C): the window is then the ordinary operator on [past token, window, future token],
-on any backend, and the result equals the whole-sequence one (tests/test_bi_wkv_state.py
-checks it against the dense oracle). Keys stay log-sums (logsumexp) and values are means,
-so nothing overflows. Inference-only by intent (windows run without gradients), though
-autograd would pass through.
+A window [s, e) needs, per channel, P = sum_{i<s} exp(-(s-1-i)*w + k[i]) * [v[i], 1] and
+the mirror sum F of the tokens after it. These weigh the window exactly as a token at s-1
+(or e) with key log(P_den) and value P_num / P_den would, so a state is that pseudo-token,
+(key, value) each (B, C), and the window runs as bi_wkv on [past, window, future].
 """
 
 import torch
@@ -37,8 +28,8 @@ def bi_wkv_window(w, u, k, v, past=None, future=None, *, backend: str = "auto") 
 
 
 def _pseudo_token(logits, v):
-    """(logsumexp of logits, their softmax-weighted mean of v) over dim 1; works in place on
-    logits (one temporary of its size: the states are taken while the UNet's activations live)."""
+    """(logsumexp of logits, their softmax-weighted mean of v) over dim 1; overwrites logits
+    (the states are taken while the UNet's activations are alive)."""
     top = logits.amax(1)
     weights = logits.sub_(top[:, None]).exp_()
     den = weights.sum(1)
@@ -46,8 +37,8 @@ def _pseudo_token(logits, v):
 
 
 def past_state(w, k, v, end: int, past=None):
-    """The state entering position `end` of the window k, v (B, L, C): tokens [0, end) of
-    the window and, if given, the `past` state that entered the window."""
+    """The state entering position `end` of the window k, v (B, L, C), from its tokens
+    [0, end) and the `past` state that entered the window."""
     acc = torch.float64 if torch.float64 in (w.dtype, k.dtype) else torch.float32
     w, k, v = w.to(acc), k[:, :end].to(acc), v[:, :end].to(acc)
     logits = k - torch.arange(end - 1, -1, -1, device=k.device, dtype=acc)[:, None] * w
@@ -58,7 +49,6 @@ def past_state(w, k, v, end: int, past=None):
 
 
 def future_state(w, k, v, start: int, future=None):
-    """The state entering position `start - 1` from after: tokens [start, L) of the window
-    k, v (B, L, C) and, if given, the `future` state that entered the window from its end
-    (the past state of the reversed window)."""
+    """The state entering position `start - 1` from after, from tokens [start, L) of k, v
+    (B, L, C) and the `future` state that entered the window (the reversed past_state)."""
     return past_state(w, k[:, start:].flip(1), v[:, start:].flip(1), k.shape[1] - start, future)

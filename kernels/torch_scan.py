@@ -1,5 +1,6 @@
 """O(L) Bi-WKV in plain PyTorch: forward and explicit backward, any device.
 
+<<<<<<< HEAD
 Every decayed sum the operator needs has the form
 
     past[t]   = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i]
@@ -41,19 +42,22 @@ saves only the states entering each chunk ((2, 3, B, L/32, C), 6/32 of k's eleme
 backward recomputes the forward sums from them and reuses y where it holds the
 accumulation dtype. Channels are independent, so both passes run over blocks of channels:
 the temporaries stay a few times the block's size, not the whole (B, L, C) tensor's.
+=======
+Each decayed sum, past[t] = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i] and its mirror
+future[t], is held as mantissa * exp(scale) with a running-maximum scale: no exp overflows,
+whatever the sign of w. Sums run in chunks: chunk totals, carried
+between chunks by this same algorithm one level down, then one scan over all chunks at once.
+The backward (spec B) takes the same sums over key -log(den), recomputing the forward from
+the states saved per chunk. Accumulates in float32 (float64 for float64 inputs).
+>>>>>>> prose
 """
-
 
 import torch
 
-# Elements (B * L * channels) per channel block.
-BLOCK_ELEMENTS = 1 << 22
-# Positions per chunk: each scan steps through CHUNK positions of all chunks at once, and
-# the chunk totals (L / CHUNK of them) are carried by the same algorithm one level down.
-CHUNK = 32
-# Elements per step of a CPU scan loop: below torch's parallel grain (32768), so the many short
-# steps run on the calling thread and never wait at a thread barrier (which costs
-# milliseconds per step on a busy machine), and a piece's steps stay in cache.
+BLOCK_ELEMENTS = 1 << 22   # B * L * channels per channel block: bounds the temporaries
+CHUNK = 32                 # positions per chunk
+# Elements per CPU scan step: below torch's parallel grain, so the many short steps run on
+# the calling thread instead of waiting at a thread barrier each.
 STEP_ELEMENTS = 32768
 # log-scale of an empty sum: finite, so that exp(NEG - NEG) = 1 and exp(NEG - x) = 0.
 NEG = -1e30
@@ -70,9 +74,8 @@ def _acc_dtype(w: torch.Tensor, k: torch.Tensor) -> torch.dtype:
 
 
 class _Chunks:
-    """Token layout (B, L, C) <-> chunk layout (B, T, N, C): position j of chunk n is token
-    n*T + j, T = min(L, CHUNK); the last chunk is padded. Slices along T are contiguous
-    for the scans."""
+    """Token layout (B, L, C) <-> chunk layout (B, T, N, C): token n*T + j is position j of
+    chunk n, T = min(L, CHUNK), the last chunk padded; slices along T are contiguous."""
 
     def __init__(self, L, device, dtype):
         self.L, self.T = L, min(L, CHUNK)
@@ -106,8 +109,8 @@ class _Chunks:
 
 
 def _pieces(a, copies=1):
-    """Slices of the chunk axis of a (B, T, N, C) whose steps touch at most STEP_ELEMENTS
-    on the CPU (on a GPU every piece would be one more kernel launch: one piece)."""
+    """Slices of the chunk axis of a (B, T, N, C) of at most STEP_ELEMENTS per step on the
+    CPU; one piece on a GPU (each would be another kernel launch)."""
     B, T, N, C = a.shape
     if a.device.type != "cpu":
         return [slice(None)]
@@ -116,17 +119,11 @@ def _pieces(a, copies=1):
 
 
 def _scan(a, vals, seed_a, seed_m, reverse):
-    """Exclusive running-max scan along dim 1 of a (B, T, N, C).
-
-    a[j] is the key of position j shifted by +j*w (past; -j*w for the future), so a sum's
-    scale is its largest a plus a decay that depends on j alone. seed_a (B, N, C) and
-    seed_m (nv, B, N, C) are the scale and mantissas of the state that enters each slice
-    before its first position (after its last one for reverse). vals are (B, T, N, C)
-    values, None standing for 1. Returns A (B, T, N, C), the largest a over the positions
-    before each one (seed included), and H (nv, B, T, N, C): sum = H * exp(A + decay)."""
+    """Exclusive running-max scan along dim 1 of a = key +- j*w (B, T, N, C), vals (None: 1)
+    seeded per chunk by (seed_a, seed_m). Returns A, the largest a before each position, and
+    H (nv, B, T, N, C): sum = H * exp(A + decay)."""
     B, T = a.shape[:2]
-    # slot s of A and H holds the state between positions s-1 and s: slot 0 (slot T for
-    # reverse) is the seed, and position j moves the state from its "in" slot to "out"
+    # slot s holds the state between positions s-1 and s; the seed sits in slot 0 (T if reverse)
     into, out = (slice(1, None), slice(0, T)) if reverse else (slice(0, T), slice(1, None))
     steps = range(T - 1, -1, -1) if reverse else range(T)
     A = torch.empty((B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
@@ -135,7 +132,7 @@ def _scan(a, vals, seed_a, seed_m, reverse):
         A_in, A_out, a_j = A[:, into, n].unbind(1), A[:, out, n].unbind(1), a[:, :, n].unbind(1)
         for j in steps:
             torch.maximum(A_in[j], a_j[j], out=A_out[j])
-    # every rescaling at once: of the state so far (r) and of the position's own value (q)
+    # all rescalings at once: of the state so far (r) and of the position's own value (q)
     r = torch.sub(A[:, into], A[:, out]).exp_()
     H = torch.empty((len(vals), B, T + 1) + a.shape[2:], device=a.device, dtype=a.dtype)
     H[:, :, T if reverse else 0] = seed_m
@@ -151,11 +148,8 @@ def _scan(a, vals, seed_a, seed_m, reverse):
 
 
 def _decayed_sums(key, vals, w, chunks, reverse, seeds=None):
-    """Exclusive decayed sums of exp(key) * val at every position of chunk-layout key
-    (B, T, N, C), one direction: (scale (B, T, N, C), mantissas (nv, B, T, N, C), seeds),
-    the sums being mantissa * exp(scale); an empty sum has scale ~NEG and mantissa 0.
-    seeds (the state entering each chunk: (B, N, C) and (nv, B, N, C)) are computed from
-    the chunk totals unless given, as the backward gives those of the forward."""
+    """One direction's exclusive decayed sums of exp(key) * val: (scale, mantissas, seeds), the
+    seeds (states entering each chunk) from the chunk totals unless given."""
     j = chunks.j
     a = key - j * w if reverse else key + j * w                  # (B, T, N, C)
     if seeds is None:
@@ -165,35 +159,29 @@ def _decayed_sums(key, vals, w, chunks, reverse, seeds=None):
 
 
 def _chunk_seeds(a, vals, w, reverse):
-    """Scale (B, N, C) and mantissas (nv, B, N, C) of the sum entering each chunk before
-    its first position (past) or after its last one (future), in the chunk's a-offsets."""
+    """Scale (B, N, C) and mantissas (nv, B, N, C) of the sum entering each chunk, in the
+    chunk's a-offsets."""
     B, T, N, C = a.shape
     if N == 1:
         return (torch.full((B, N, C), NEG, device=a.device, dtype=a.dtype),
                 torch.zeros((len(vals), B, N, C), device=a.device, dtype=a.dtype))
-    # chunk totals, decayed to the chunk's last (past) or first (future) position
     top = a.amax(dim=1, keepdim=True)
     e = torch.sub(a, top).exp_()
     totals = [e.sum(dim=1) if val is None else torch.linalg.vecdot(e, val, dim=1) for val in vals]
     del e
     top = top[:, 0] if reverse else top[:, 0] - (T - 1) * w       # (B, N, C)
-    # the sums over the chunks before (after) each one: the same problem, N tokens long,
-    # with decay T*w between neighbours
+    # the chunk totals are a sequence N long with decay T*w: the same problem one level down
     chunks = _Chunks(N, a.device, a.dtype)
     scale, H, _ = _decayed_sums(chunks.split(top, a.dtype, fill=float("-inf")),
                                 [chunks.split(t, a.dtype) for t in totals], T * w, chunks, reverse)
-    # as a virtual position -1 (past) or T (future) of the chunk it enters
     scale = chunks.join(scale).sub_(T * w if reverse else w)
     return scale, torch.stack([chunks.join(h) for h in H])
 
 
 def _forward_sums(w, u, kt, vt, chunks, seeds=None, yt=None):
-    """Forward over chunk-layout k, v in the accumulation dtype.
-
-    Without seeds: (y, seeds of both directions). With the forward's seeds (backward):
-    everything the backward reuses: y (recomputed unless yt is given), the past and
-    future sums, and with M the largest scale at each token, e^{u+k-M}, den * e^{-M} and
-    log(den)."""
+    """Forward over chunk-layout k, v. Without seeds: (y, seeds of both directions). With
+    them (backward): y (unless yt is given), the past and future sums, e^{u+k-M}, den*e^{-M}
+    and log(den), M being the largest scale at each token."""
     keep = seeds is not None
     sP, (p1, pv), seeds_p = _decayed_sums(kt, [None, vt], w, chunks, False, seeds and seeds[0])
     sF, (f1, fv), seeds_f = _decayed_sums(kt, [None, vt], w, chunks, True, seeds and seeds[1])
@@ -212,8 +200,8 @@ def _forward_sums(w, u, kt, vt, chunks, seeds=None, yt=None):
 
 
 def _backward_sums(w, u, kt, vt, gt, chunks, seeds, yt):
-    """Gradients (gw, gu, gk, gv) of sum(g * y) for one channel block in chunk layout
-    (gk, gv in chunk layout). Works in place on its temporaries to keep few alive."""
+    """(gw, gu, gk, gv) of sum(g * y) for one channel block, gk and gv in chunk layout;
+    works in place to keep few temporaries alive."""
     yt, (sP, p1, pv), (sF, f1, fv), eS, den, lden = _forward_sums(w, u, kt, vt, chunks, seeds, yt)
     key = lden.neg_()                                             # z_t = g_t * e^{-lden_t}
     if chunks.pad:
@@ -222,14 +210,13 @@ def _backward_sums(w, u, kt, vt, gt, chunks, seeds, yt):
     sGp, (gp, hp), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=False)
     sGf, (gf, hf), _ = _decayed_sums(key, [gt, gy], w, chunks, reverse=True)
     del key, gy
-    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)], each
-    # product under the scale e^{sG + sP - w}: a weight over a den, <= 1
+    # gw = -e^{-w} sum_t [G->_t P_t(v) - H->_t P_t(1) + G<-_t F_t(v) - H<-_t F_t(1)] (spec B)
     dims = (0, 1, 2)
     gw = pv.mul_(gf).sub_(p1.mul_(hf)).mul_(sP.add_(sGf).sub_(w).exp_()).sum(dims)
     gw += fv.mul_(gp).sub_(f1.mul_(hp)).mul_(sF.add_(sGp).sub_(w).exp_()).sum(dims)
     gw.neg_()
     del sP, p1, pv, sF, f1, fv
-    # e^k G and e^k H with G = G<- + G->, under the scales e^{k + sG} <= 1
+    # e^k G and e^k H, G = G<- + G->
     ek = sGp.add_(kt).exp_()
     ekG, ekH = gp.mul_(ek), hp.mul_(ek)
     ek = sGf.add_(kt).exp_()
@@ -244,8 +231,7 @@ def _backward_sums(w, u, kt, vt, gt, chunks, seeds, yt):
 
 
 def bi_wkv_fwd_torch(w, u, k, v):
-    """Returns (y, saved) with y in k's dtype; saved holds the states entering each chunk
-    ((2, 3, B, N, C), small), so the backward skips the chunk totals of the forward."""
+    """(y in k's dtype, saved): saved holds the states entering each chunk, (2, 3, B, N, C)."""
     acc = _acc_dtype(w, k)
     chunks = _Chunks(k.shape[1], k.device, acc)
     y = torch.empty_like(k)
@@ -262,8 +248,7 @@ def bi_wkv_fwd_torch(w, u, k, v):
 
 
 def bi_wkv_bwd_torch(w, u, k, v, y, saved, gy):
-    """Gradients (gw, gu, gk, gv) of sum(gy * y); the forward sums are recomputed from the
-    saved chunk states, and y is reused where it holds the accumulation dtype."""
+    """(gw, gu, gk, gv) of sum(gy * y); y is reused where it holds the accumulation dtype."""
     acc = _acc_dtype(w, k)
     chunks = _Chunks(k.shape[1], k.device, acc)
     seeds = saved[0]

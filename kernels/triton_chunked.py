@@ -1,31 +1,15 @@
-"""Chunked Bi-WKV in Triton: forward and backward kernels and their launchers.
+"""Chunked Bi-WKV in Triton: kernels and their launchers.
 
-The sequence is cut into chunks of BT tokens (the three phases of kernels/torch_scan.py):
-1. `chunk_state_kernel` reduces every chunk to its past- and future-direction states;
-2. `block_state_kernel`, `block_scan_kernel` and `block_carry_kernel` turn those into the
-   state flowing into every chunk from the rest of the sequence; chunks are grouped in
-   blocks of NB, so the one sequential loop runs over L / (BT * NB) block states;
-3. `chunk_fwd_kernel` writes y; `chunk_bwd_state_kernel` and `chunk_bwd_kernel` do the
-   same for the gradient sums (spec B) and write the gradients.
+`chunk_state_kernel` reduces each chunk of BT tokens to its past and future states;
+`block_state_kernel`, `block_scan_kernel` and `block_carry_kernel` turn them into the state
+entering every chunk (one sequential loop, L / (BT * NB) long); `chunk_fwd_kernel` writes y,
+and `chunk_bwd_state_kernel` and `chunk_bwd_kernel` do the same for the gradient sums. A
+state (a, b, m) is the sums a*e^m, b*e^m; states merge under the larger scale.
 
-A state (a, b, m) holds two sums a*e^m, b*e^m under one log-scale; states merge under the
-larger scale, so no sum is ever formed by subtraction.
-
-In-chunk sums are matmuls (the matmul form). Per channel, the past sum at row j of a chunk is
-    sum_{r<j} e^{-(j-1-r)w + k_r} x_r = e^{R - (j-1)w} * sum_{r<j} [e^{r*w + k_r - R} x_r],
-a strictly lower-triangular 0/1 matrix, the same for every channel, times rescaled values
-(`tl.dot`; the future sum takes the upper one; Config.dot=False takes these prefix sums by
-a scan instead). R, one per channel and chunk, is the largest log-weight the chunk sees
-(its keys and carries). When every channel of a tile has |w|*(BT-1) <= SPAN, |u| <= BONUS
-and -w*L <= GROWTH, every factor stays within e^40 and what underflows is below e^-40 of a
-denominator, whatever the keys. Other tiles take the exact in-chunk scan `_scan_rows` (one
-row at a time in log-space, as the torch backend), four channels at a time. The blocks'
-w = decay / L takes the matmul form for any decay from -GROWTH up to SPAN * L / (BT-1).
-
-fp32 operands enter the tensor cores as three bf16 parts (the 0/1 matrix is exact in bf16),
-about 2^-24 relative. Everything accumulates in fp32. The forward keeps only the carries
-(6 fp32 values per chunk and channel); the backward recomputes den and y in fp32 from them.
-Offsets into (B, L, C) are 64-bit.
+In-chunk sums are 0/1 triangular matmuls on values rescaled by e^{k - R +- jw}, R the largest
+log-weight the chunk sees. Tiles with |w|*(BT-1) <= SPAN, |u| <= BONUS and -w*L <= GROWTH in
+every channel keep each factor within e^40; the rest take the exact scan `_scan_rows`. fp32
+enters the tensor cores as three bf16 parts; everything accumulates in fp32.
 """
 
 import contextlib
@@ -37,7 +21,7 @@ import triton
 import triton.language as tl
 
 NEG = tl.constexpr(-1.0e30)  # log-scale of an empty sum (finite: -inf - -inf would be NaN)
-SUB = tl.constexpr(4)        # channels per step of the exact scan: thin, so its registers stay few
+SUB = tl.constexpr(4)        # channels per step of the exact scan (few registers)
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 
@@ -54,16 +38,13 @@ class Config(NamedTuple):
 
 
 GPU_CONFIG = Config()
-# The interpreter runs element by element in Python: small tiles keep tests fast and put
-# many chunk and block boundaries into short sequences.
+# Small tiles: fast under the interpreter, and many chunk and block boundaries in short tests.
 INTERPRETER_CONFIG = Config(bt=8, nb=4, bc=8, bc_carry=8, warps=1)
 
 
 def default_config() -> Config:
     return INTERPRETER_CONFIG if os.environ.get("TRITON_INTERPRET") == "1" else GPU_CONFIG
 
-
-# ----------------------------------------------------------------------------- states
 
 @triton.jit
 def _merge(a1, b1, m1, a2, b2, m2):
@@ -113,8 +94,7 @@ def _reduce_states(b_a, b_b, b_m, b_pos, b_w, FUTURE: tl.constexpr):
 
 @triton.jit
 def _load_state(h, o_h, m_h, s_h, FUTURE: tl.constexpr):
-    """One direction's (a, b, m) at offsets o_h of h: [6, ...] planes s_h apart (past a, b,
-    m, then future a, b, m); masked entries are the empty state."""
+    """One direction's (a, b, m) from planes s_h apart (past a, b, m, future a, b, m); masked: empty."""
     p_h = h + (3 * s_h if FUTURE else 0) + o_h
     return (tl.load(p_h, mask=m_h, other=0.0), tl.load(p_h + s_h, mask=m_h, other=0.0),
             tl.load(p_h + 2 * s_h, mask=m_h, other=NEG))
@@ -130,8 +110,7 @@ def _store_state(h, o_h, m_h, s_h, b_a, b_b, b_m, FUTURE: tl.constexpr):
 
 @triton.jit
 def _chunk_state(b_key, b_a, b_b, m_tc, b_w, BT: tl.constexpr):
-    """A chunk's two states from per-token keys and values [BT, BC], exact for any w: the
-    past one decayed to its last row, the future one to its first."""
+    """A chunk's past state (at its last row) and future state (at its first), exact for any w."""
     o_j = tl.arange(0, BT).to(tl.float32)[:, None]
     b_s = tl.where(m_tc, b_key + o_j * b_w[None, :], NEG)
     b_top = tl.max(b_s, 0)
@@ -143,13 +122,10 @@ def _chunk_state(b_key, b_a, b_b, m_tc, b_w, BT: tl.constexpr):
     return pa, pb, pm, tl.sum(b_e * b_a, 0), tl.sum(b_e * b_b, 0), b_top
 
 
-# ----------------------------------------------------------------------------- in-chunk sums
-
 @triton.jit
 def _dot01(b_t, b_x):
-    """b_t @ b_x for a 0/1 matrix b_t (exact in bf16) and fp32 b_x, to ~2^-24 relative:
-    b_x as the sum of three bf16 parts, smallest first into the fp32 accumulator. (Triton's
-    interpreter multiplies bf16 wrongly: there the parts are multiplied as fp32.)"""
+    """b_t @ b_x for a 0/1 matrix b_t and fp32 b_x, b_x split into three bf16 parts (smallest
+    first). The interpreter multiplies bf16 wrongly, so there the parts go in as fp32."""
     x1 = b_x.to(tl.bfloat16)
     b_r = b_x - x1.to(tl.float32)
     x2 = b_r.to(tl.bfloat16)
@@ -174,8 +150,7 @@ def _add_runs_future(s1, e1, p1, s2, e2, p2):
 
 @triton.jit
 def _exclusive_sum(b_x, BT: tl.constexpr, FUTURE: tl.constexpr, DOT: tl.constexpr):
-    """Sum of the rows before (past) or after (future) each row of b_x [BT, BC]: a 0/1
-    triangular matrix times b_x (DOT), or a scan over runs (no subtraction either way)."""
+    """Sum of the rows before (past) or after (future) each row: a 0/1 matmul (DOT) or a scan."""
     o_j = tl.arange(0, BT)
     if DOT:
         if FUTURE:
@@ -193,9 +168,7 @@ def _exclusive_sum(b_x, BT: tl.constexpr, FUTURE: tl.constexpr, DOT: tl.constexp
 
 @triton.jit
 def _scan_rows(b_key, b_a, b_b, b_w, BT: tl.constexpr, FUTURE: tl.constexpr):
-    """Exclusive decayed sums (a, b, m) at every row of [BT, BC] tiles, exact for any w and
-    key range: rows are absorbed one at a time into a running state (the torch backend's
-    recurrence); the serving path of tiles the matmul form cannot take."""
+    """Exclusive decayed sums (a, b, m) at every row, one row at a time: exact for any w and keys."""
     o_j = tl.arange(0, BT)[:, None]
     s_a, s_b = tl.zeros_like(b_w), tl.zeros_like(b_w)
     s_m = tl.zeros_like(b_w) + NEG
@@ -228,8 +201,8 @@ def _fast_path(w, u, o_c, C, L, SPAN: tl.constexpr, BONUS: tl.constexpr, GROWTH:
 
 @triton.jit
 def _matmul_scales(b_k, m_tc, b_w, b_u, c_pm, c_fm, BT: tl.constexpr):
-    """The matmul form's factors: R (per channel: the largest of the chunk's keys and its
-    carries' scales), e^{k-R}, e^{-jw}, e^{jw}, e^w, e^u and the carries' e^{scale - R}."""
+    """The matmul form's factors: R (per channel, the largest of the chunk's keys and carry
+    scales), e^{k-R}, e^{-jw}, e^{jw}, e^w, e^u and the carries' e^{scale - R}."""
     b_j = tl.arange(0, BT).to(tl.float32)[:, None]
     b_R = tl.maximum(tl.maximum(tl.max(tl.where(m_tc, b_k, NEG), 0), c_pm), c_fm - (BT - 1) * b_w)
     b_ek = tl.exp(tl.where(m_tc, b_k - b_R[None, :], NEG))
@@ -241,9 +214,8 @@ def _matmul_scales(b_k, m_tc, b_w, b_u, c_pm, c_fm, BT: tl.constexpr):
 @triton.jit
 def _matmul_sums(b_x, b_xv, b_out, b_ew, c_s, c_a, c_b, BT: tl.constexpr, FUTURE: tl.constexpr,
                  DOT: tl.constexpr):
-    """One direction's sums at every row, carries included, divided by e^R: b_out * (e^w * T @ x
-    + c_s * carry) for (x, carry) = (b_xv, c_a) and (b_x, c_b), T the strictly lower (past)
-    or upper (future) 0/1 matrix."""
+    """One direction's sums at every row over e^R, carries included: b_out * (e^w * T @ x
+    + c_s * carry) for (x, carry) = (b_xv, c_a) and (b_x, c_b)."""
     s_v = b_out * (b_ew * _exclusive_sum(b_xv, BT, FUTURE, DOT) + (c_s * c_a)[None, :])
     s_1 = b_out * (b_ew * _exclusive_sum(b_x, BT, FUTURE, DOT) + (c_s * c_b)[None, :])
     return s_v, s_1
@@ -251,8 +223,8 @@ def _matmul_sums(b_x, b_xv, b_out, b_ew, c_s, c_a, c_b, BT: tl.constexpr, FUTURE
 
 @triton.jit
 def _matmul_y(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT: tl.constexpr, DOT: tl.constexpr):
-    """y and den / e^R of a chunk in the matmul form; y as v plus the other tokens' pull,
-    so a token alone gets exactly its own v."""
+    """y and den / e^R of a chunk in the matmul form; y = v + the others' pull, so a lone
+    token gets exactly its own v."""
     b_R, b_ek, b_dn, b_up, b_ew, b_eu, c_p, c_f = _matmul_scales(b_k, m_tc, b_w, b_u, c_pm, c_fm, BT)
     b_x = b_ek * b_up
     pv, p1 = _matmul_sums(b_x, b_x * b_v, b_dn, b_ew, c_p, c_pa, c_pb, BT, False, DOT)
@@ -266,8 +238,7 @@ def _matmul_y(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT: 
 
 @triton.jit
 def _scan_sums(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT: tl.constexpr):
-    """The forward sums of a chunk by the exact scan, in log form, carries merged in: past
-    (a, b, m), future (a, b, m); with num, den and their log-scale."""
+    """A chunk's past and future (a, b, m), num, den and their log-scale by the exact scan."""
     b_j = tl.arange(0, BT).to(tl.float32)[:, None]
     b_key = tl.where(m_tc, b_k, NEG)
     b_one = tl.where(m_tc, 1.0, 0.0)
@@ -284,8 +255,7 @@ def _scan_sums(b_k, b_v, m_tc, b_w, b_u, c_pa, c_pb, c_pm, c_fa, c_fb, c_fm, BT:
 
 @triton.jit
 def _tile(i_t, i_b, o_c, L, C, NT, BT: tl.constexpr):
-    """Chunk i_t of sequence i_b, channels o_c: channel and tile masks, offsets into
-    (B, L, C), offsets into [6, B, NT, C] states and their plane size."""
+    """Masks, 64-bit offsets into (B, L, C) and [6, B, NT, C], and the state plane size of a tile."""
     o_t = i_t * BT + tl.arange(0, BT).to(tl.int64)
     m_c = o_c < C
     m_tc = (o_t < L)[:, None] & m_c[None, :]
@@ -356,12 +326,12 @@ def _bwd_tile(k, v, dy, w, u, h, hg, dk, dv, dw, du, i_t, i_b, o_c, L, C, NT,
         b_key = tl.where(m_tc, -(m + tl.log(den)), NEG)
         b_self = b_g * tl.exp(b_u[None, :] + b_k - m) / den
         b_j = tl.arange(0, BT).to(tl.float32)[:, None]
-        # the gradient sums G (value dy) and H (value dy*y) over key -log(den), future then
-        # past; dw pairs each with the forward sums of the other direction
+        # G (value dy) and H (value dy*y) over key -log(den), future then past; dw pairs
+        # each with the other direction's forward sums
         ga, ha, gm = _scan_rows(b_key, b_g, b_g * b_y, b_w, BT, True)
         ga, ha, gm = _merge(ga, ha, gm, g_fa[None, :], g_fb[None, :], g_fm[None, :] - (BT - 1 - b_j) * b_w[None, :])
         b_dw = tl.exp(gm + pm) * (ga * pa - ha * pb)
-        eg = tl.exp(b_k + gm)                                  # bounded: each term is <= 1 (spec B)
+        eg = tl.exp(b_k + gm)                                  # <= 1 (spec B)
         ek_g, ek_h = ga * eg, ha * eg
         ga, ha, gm = _scan_rows(b_key, b_g, b_g * b_y, b_w, BT, False)
         ga, ha, gm = _merge(ga, ha, gm, g_pa[None, :], g_pb[None, :], g_pm[None, :] - b_j * b_w[None, :])
@@ -394,8 +364,6 @@ def _bwd_tile(k, v, dy, w, u, h, hg, dk, dv, dw, du, i_t, i_b, o_c, L, C, NT,
     tl.store(dw + o_h, -tl.exp(-b_w) * tl.sum(tl.where(m_tc, b_dw, 0.0), 0), mask=m_c)
     tl.store(du + o_h, tl.sum(b_self * (b_v - b_y), 0), mask=m_c)
 
-
-# ----------------------------------------------------------------------------- kernels
 
 @triton.jit(do_not_specialize=["L", "NT"])
 def chunk_state_kernel(
@@ -447,9 +415,8 @@ def block_state_kernel(
 @triton.jit
 def _carry_tile(h, o_n0, N, C, o_c, m_c, s_h, i_b, b_w, c_a, c_b, c_m,
                 NB: tl.constexpr, BC: tl.constexpr, FUTURE: tl.constexpr):
-    """States o_n0..o_n0+NB-1 of h ([6, B, N, C], rows b_w apart) replaced by what flows into
-    each from outside the tile's others (exclusive scan) and from (c_a, c_b, c_m), the state
-    entering the tile; returns the state leaving it."""
+    """Replaces states o_n0..o_n0+NB-1 of h (rows b_w apart) by what flows into each, the state
+    (c_a, c_b, c_m) entering the tile included; returns the state leaving the tile."""
     r = tl.arange(0, NB)
     o_n = o_n0 + r
     if FUTURE:
@@ -553,8 +520,7 @@ def chunk_bwd_state_kernel(
     SPAN: tl.constexpr, BONUS: tl.constexpr, GROWTH: tl.constexpr, DOT: tl.constexpr, BT: tl.constexpr,
     BC: tl.constexpr,
 ):
-    """The gradient sums G, H have key -log(den) and values dy, dy*y (spec B); this writes
-    their chunk states, recomputing den and y from the forward carries."""
+    """Chunk states of the gradient sums G, H (key -log(den), values dy and dy*y, spec B)."""
     i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o_c = i_c * BC + tl.arange(0, BC)
     if _fast_path(w, u, o_c, C, L, SPAN, BONUS, GROWTH, BT):
@@ -592,8 +558,6 @@ def chunk_bwd_kernel(
                       True, DOT, BT)
 
 
-# ----------------------------------------------------------------------------- launchers
-
 def _on_device(t):
     """Triton launches on the current CUDA device: make it the tensors' own."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
@@ -623,8 +587,7 @@ def _limits(cfg):
 
 
 def bi_wkv_fwd_triton(w, u, k, v, cfg: Config = None):
-    """Returns (y, saved): y in k's dtype, saved = (carries,), 6 fp32 values per chunk and
-    channel. Nothing of k's size is saved: the backward recomputes den and y."""
+    """(y in k's dtype, (carries,)): 6 fp32 values per chunk and channel, nothing of k's size."""
     cfg = cfg or default_config()
     B, L, C = k.shape
     w, u = w.float().contiguous(), u.float().contiguous()
@@ -640,8 +603,8 @@ def bi_wkv_fwd_triton(w, u, k, v, cfg: Config = None):
 
 
 def bi_wkv_bwd_triton(w, u, k, v, y, saved, gy, cfg: Config = None):
-    """Gradients (gw, gu, gk, gv) of sum(gy * y); den and y are recomputed in fp32 from the
-    forward carries (a bf16 y would cost the decay gradient two digits), so `y` is unused."""
+    """(gw, gu, gk, gv) of sum(gy * y). `y` is unused: den and y are recomputed in fp32 from
+    the carries (a bf16 y would cost the decay gradient two digits)."""
     cfg = cfg or default_config()
     (h,) = saved
     B, L, C = k.shape

@@ -1,2 +1,2 @@
-"""nn.Modules, UNet patch logic, DDIM math and the tuning loop. Imports torch, einops and
-../kernels only: nothing here knows about ComfyUI."""
+"""nn.Modules, UNet patch logic, DDIM math and the tuning loop: torch, einops and
+../kernels only, nothing ComfyUI-aware."""

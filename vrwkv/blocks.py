@@ -1,23 +1,9 @@
 """3D-VRWKV blocks: spatio-temporal token mixing of a whole clip with one Bi-WKV pass.
 
-Features come as ComfyUI passes them, (videos * frames, C, H, W). Tokens are ordered
-(t, h, w) into one sequence of L = T*H*W per video, so every token sees the whole clip at
-a cost linear in L. Decay and bonus are divided by the sequence length as in Vision-RWKV.
-A tuned block fixes that length (`norm_frames`, from the weights' block spec) so that its
-per-token decay is the same on a window, the tuned clip and a longer clip (the total decay
-across a clip then grows with the clip); None (untuned blocks) uses the call's own frames.
-Decay and bonus are divided in float32 at least: in float16 they fall below its normal range
-at tens of thousands of tokens.
-
-Before the projections each frame is interpolated with its predecessor,
-`mu * x_t + (1 - mu) * x_{t-1}` (separate mu per projection and channel, x_{-1} = 0, the
-RWKV token shift along time), then a depthwise 3x3 convolution mixes each frame spatially
-(the paper's "spatial convolution on a temporally interpolated frame representation").
-Output projections start at zero and the blocks are residual, so a freshly built block is
-an exact identity; "local" init (1.0) of decay, bonus and every mu.
-
-What a block holds (channel-mix width, low-rank projections, one fused r/k/v pass, how a skip
-block reads the decoder feature, half-precision sampling) is a config.BlockConfig.
+Each video's tokens, ordered (t, h, w), form one sequence, so every token sees the clip at
+a cost linear in its length. Projections read each frame interpolated with its predecessor
+(RWKV's token shift along time) through a depthwise 3x3 conv, as in the paper; zero-init
+output projections make a new block an exact identity.
 """
 
 import torch
@@ -32,8 +18,8 @@ from .config import PAPER, BlockConfig
 
 
 def projection(in_ch: int, out_ch: int, rank_ratio: float | None, zero: bool = False) -> nn.Module:
-    """A bias-free linear map in_ch -> out_ch: one matrix, or with `rank_ratio` two factors
-    through rank = ratio * min(in_ch, out_ch). `zero` zero-initialises it (its last factor)."""
+    """Bias-free in_ch -> out_ch: one matrix, or with `rank_ratio` two factors through
+    ratio * min(in_ch, out_ch); `zero` zero-initialises the (last) factor."""
     if rank_ratio is None:
         layers = [nn.Linear(in_ch, out_ch, bias=False)]
     else:
@@ -45,7 +31,6 @@ def projection(in_ch: int, out_ch: int, rank_ratio: float | None, zero: bool = F
 
 
 def identity_depthwise_conv(channels: int) -> nn.Conv2d:
-    """A depthwise 3x3 convolution that starts as the identity."""
     conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
     with torch.no_grad():
         conv.weight.zero_()
@@ -61,28 +46,26 @@ def frame_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def is_temporal_parameter(name: str) -> bool:
-    """The temporal parameters of a block, by parameter name: every interpolation weight
-    `mu*`, the Bi-WKV `decay` and `first` (tuning gives them their own learning rate)."""
+    """Every `mu*`, `decay` and `first`: the parameters tuning gives their own learning rate."""
     leaf = name.rsplit(".", 1)[-1]
     return leaf.startswith("mu") or leaf in ("decay", "first")
 
 
 def time_shift(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
-    """x_{t-1} for every frame t of (videos, T, H, W, C); before the first frame `first`
-    (videos, 1, H, W, C) if given (the frame before a window), else zero."""
+    """x_{t-1} for every frame t of (videos, T, H, W, C); before frame 0 `first`
+    (videos, 1, H, W, C), the frame before a window, or zero."""
     if first is None:
         return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
     return torch.cat([first.to(x.dtype), x[:, :-1]], 1)
 
 
 def _shift(name: str, x: torch.Tensor) -> torch.Tensor:
-    """time_shift for a block run on a whole clip (the stand-in for a window carry's shift)."""
+    """The token shift on a whole clip (FrameCarry.shift on a window)."""
     return time_shift(x)
 
 
 class FrameMix(nn.Module):
-    """Temporal interpolation with a per-channel mu, then a depthwise 3x3 spatial conv
-    (identity at init) and a linear projection to `out_ch`."""
+    """mu * x + (1 - mu) * prev per channel, a depthwise 3x3 conv, a projection to `out_ch`."""
 
     def __init__(self, in_ch: int, out_ch: int, rank_ratio: float | None = None):
         super().__init__()
@@ -96,12 +79,9 @@ class FrameMix(nn.Module):
 
 
 class FusedFrameMix(nn.Module):
-    """r, k and v in one pass: one projection matmul (two when r reads a separate gate
-    feature), then one temporal interpolation and one depthwise 3x3 conv over the
-    concatenated r, k, v channels. The interpolation comes after the projection here (mu
-    per output channel; both are linear, so it is the same kind of map as FrameMix's), which
-    needs one time shift and no copy of the input per projection. Identity conv and mu = 1
-    at init, like FrameMix."""
+    """r, k and v in one pass: one projection (two when r reads a gate feature), then one
+    interpolation and one depthwise conv over all three. Interpolating after the (linear)
+    projection gives the same kind of map as FrameMix with one time shift and no input copies."""
 
     def __init__(self, in_ch: int, channels: int, gate_channels: int | None, rank_ratio: float | None):
         super().__init__()
@@ -112,8 +92,7 @@ class FusedFrameMix(nn.Module):
         self.spatial = identity_depthwise_conv(3 * channels)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None, shift=_shift) -> tuple:
-        """x: (V, T, H, W, in_ch), gate: (..., gate_ch) or None -> r, k, v (V, T, H, W, C).
-        `shift(name, feature)`: the token shift (a window carry's, or time_shift)."""
+        """x: (V, T, H, W, in_ch), gate: (..., gate_ch) or None -> r, k, v (V, T, H, W, C)."""
         rkv = self.proj(x) if self.proj_gate is None else torch.cat([self.proj_gate(gate), self.proj(x)], -1)
         prev = shift("rkv", rkv)
         rkv = frame_conv(self.spatial, self.mu * rkv + (1 - self.mu) * prev)
@@ -121,14 +100,12 @@ class FusedFrameMix(nn.Module):
 
 
 class SpatialMix3D(nn.Module):
-    """RWKV spatial mix over the whole clip: sigmoid(r) * BiWKV(k, v), then a zero-init
-    output projection. r may read another feature (`gate`) than k and v do: the skip
-    fusion gates the encoder skip with the decoder feature.
+    """sigmoid(r) * BiWKV(k, v) over the whole clip, then a zero-init output projection; r may
+    read another feature (`gate`: the decoder's in a skip fusion)."""
 
-    On a window of a longer clip, `carry` (vrwkv/carry.py: FrameCarry) supplies the frame
-    before the window for the token shift and the Bi-WKV state of the tokens around it."""
-
-    norm_frames: int | None = None   # frames the decay is normalised by; None: the call's own
+    # Frames the decay is divided by, fixed by tuning so that a window, the tuned clip and a
+    # longer clip share one per-token decay; None (untuned): the call's own.
+    norm_frames: int | None = None
 
     def __init__(self, channels: int, gate_channels: int | None = None, rank_ratio: float | None = None,
                  fused_mix: bool = False, skip_fusion: str = "gate"):
@@ -147,8 +124,8 @@ class SpatialMix3D(nn.Module):
         self.output = projection(channels, channels, rank_ratio, zero=True)
 
     def decay_and_bonus(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token decay w and bonus u: decay and first divided by `tokens` (Vision-RWKV),
-        in float32 or wider whatever the parameters' dtype."""
+        """Per-token decay and bonus, decay / tokens and first / tokens (Vision-RWKV), in float32
+        or wider: in float16 they leave its normal range at tens of thousands of tokens."""
         dtype = torch.promote_types(self.decay.dtype, torch.float32)
         return self.decay.to(dtype) / tokens, self.first.to(dtype) / tokens
 
@@ -164,8 +141,7 @@ class SpatialMix3D(nn.Module):
         return self.output(torch.sigmoid(r) * y.reshape(V, T, H, W, C))
 
     def receptance_key_value(self, x: torch.Tensor, gate: torch.Tensor, shift=_shift) -> tuple:
-        """r (from the gate), k and v (from x, or from x and the gate when merging), (V, T, H, W, C)
-        each. `shift(name, feature)` is the token shift (a window carry's, or time_shift)."""
+        """r from the gate, k and v from x (and the gate when merging), (V, T, H, W, C) each."""
         kv_in = torch.cat([x, gate], -1) if self.merge else x
         if self.fused_mix:
             return self.rkv(kv_in, gate if gate is not x else None, shift)
@@ -175,8 +151,7 @@ class SpatialMix3D(nn.Module):
 
 
 class ChannelMix3D(nn.Module):
-    """RWKV channel mix with temporal interpolation: sigmoid(r) * W_v(relu(W_k x)^2),
-    W_v zero-init."""
+    """RWKV channel mix with token shift: sigmoid(r) * W_v(relu(W_k x)^2), W_v zero-init."""
 
     def __init__(self, channels: int, hidden_ratio: float):
         super().__init__()
@@ -199,10 +174,8 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 class CastCache:
-    """A module's parameters cast to another dtype, kept until one of them changes (an
-    optimiser step or a load bumps its version, a move changes its storage). Inference
-    tensors (made under torch.inference_mode, as ComfyUI runs nodes) track no version: they
-    are cast on every call instead. A copied module starts with an empty cache."""
+    """A module's parameters cast to another dtype, kept until one changes (version or
+    storage). Inference tensors track no version, so they are cast on every call."""
 
     def __init__(self):
         self.key, self.cast = None, {}
@@ -221,18 +194,10 @@ class CastCache:
 
 
 class VRWKVBlock3D(nn.Module):
-    """Pre-norm residual 3D-VRWKV block on (V*T, C, H, W) features:
-    x += SpatialMix(LN x, gate=LN g); x += ChannelMix(LN x) (no channel mix at width 0).
-
-    Without `gate_channels` the receptance reads x itself (the mid block); with it, it reads
-    a second feature of that many channels (the skip fusion: x = skip, g = decoder). Runs
-    in its parameters' dtype and returns the input dtype, so a fp16 UNet can carry an fp32
-    block; with half_precision_sampling, calls without gradients on half-precision features
-    run a copy of the parameters in the features' dtype instead. An exact identity at init.
-
-    Parameters are ordinary tensors even when the block is built or moved under
-    torch.inference_mode (ComfyUI runs nodes and model loads in it), so the copy is cached
-    and tuning can train them; a move frees the copy."""
+    """Pre-norm residual block on (V*T, C, H, W): x += SpatialMix(LN x, gate=LN g);
+    x += ChannelMix(LN x); g is x (mid block) or the decoder feature (skip block). Runs in its
+    parameters' dtype and returns the input's (a fp16 UNet can carry an fp32 block), or with
+    half_precision_sampling and no gradients runs a cached copy in the features' half dtype."""
 
     def __init__(self, channels: int, gate_channels: int | None = None, config: BlockConfig = PAPER):
         super().__init__()
@@ -248,13 +213,13 @@ class VRWKVBlock3D(nn.Module):
         self.cast = CastCache()
 
     def _apply(self, fn, recurse=True):
-        """Every move or cast (.to, .cuda, .half, ...): outside inference mode, and frees the cast copy."""
+        """Moves and casts outside ComfyUI's inference mode, so tuning can train the parameters."""
         self.cast = CastCache()
         with torch.inference_mode(False):
             return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
-        """`carry`: the window's FrameCarry (vrwkv/carry.py) when x is a window of a longer clip."""
+        """`carry`: the window's carry.FrameCarry when x is a window of a longer clip."""
         if x.shape[0] % frames:
             raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
         if (self.sample_in_unet_dtype and not torch.is_grad_enabled() and x.dtype in HALF

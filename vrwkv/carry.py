@@ -1,16 +1,9 @@
 """Bi-WKV state carried between the windows of a long clip (the paper's "RNN mode").
 
-A clip processed in overlapping frame windows, one UNet call per window, in order. Each
-VRWKV block of window i receives:
-- the past: the Bi-WKV state of every token before the window (kernels/state.py), handed
-  on by window i-1 of this same model call (exact given window i-1's features);
-- the future: the state of every token after the window, handed on by window i+1 at the
-  previous model call (the previous denoising step: the future is not computed yet when
-  window i runs; nothing at a run's first step). Window i+1 had mixed in window i+2's
-  state of the call before, and so on: what window i sees of window i+k is k steps old;
-- the frame before the window for the token shift, from window i-1 of this call.
-Windows overlap, so window i-1 hands on the state at window i's start (inside itself),
-and window i+1 the state after window i's end.
+A block in window i gets the past state (kernels/state.py) and the frame before the window
+from window i-1 in this model call, and the future state from window i+1 in the previous
+call (denoising step): what it sees of window i+k is k steps old, and nothing at a run's
+first step.
 """
 
 from dataclasses import dataclass, field
@@ -23,8 +16,8 @@ from .blocks import time_shift
 
 @dataclass
 class FrameCarry:
-    """One block's carry in one window: what it receives (past, future, prev) and what it
-    hands on (out_*); next_start / prev_end are frames of this window (None: no neighbour)."""
+    """One block's carry in one window: what it receives (past, future, prev), what it hands
+    on (out_*); next_start / prev_end: where the neighbours begin / end, in this window's frames."""
 
     past: tuple | None = None
     future: tuple | None = None
@@ -36,8 +29,7 @@ class FrameCarry:
     out_prev: dict = field(default_factory=dict)
 
     def shift(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """time_shift of the block feature `name` (V, T, H, W, C) with the carried frame before
-        the window; keeps the frame before the next window for it."""
+        """time_shift of feature `name` from the carried frame; keeps the next window's."""
         if self.next_start is not None:
             self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach().clone()  # not a view: frees x
         return time_shift(x, self.prev.get(name))
@@ -54,11 +46,9 @@ class FrameCarry:
 
 
 class CarryStore:
-    """The states handed between windows, per conditioning (`key`: the conditionings of the
-    batch and its shape, so prompts run in separate calls keep their own): for block b and
-    window i, ("past", b, i) from window i-1 of this call (with the frame before window i,
-    freed when read) and ("future", b, i) from window i+1 of the previous call (the latest
-    written: window i+1 runs after window i)."""
+    """The states handed between windows, per conditioning (`key`, so prompts run in separate
+    calls keep their own): ("past", block, i) from window i-1 in this model call, with the
+    frame before window i (freed when read), and ("future", block, i) from window i+1."""
 
     def __init__(self):
         self.states = {}
@@ -71,7 +61,6 @@ class CarryStore:
         return not any(self.states.values())
 
     def begin(self, key) -> None:
-        """Starts a model call for `key`."""
         self.states.setdefault(key, {})
 
     def release(self, key) -> None:
@@ -79,7 +68,6 @@ class CarryStore:
         self.states.pop(key, None)
 
     def carry(self, key, block: str, window: int, start: int, end: int, windows: list) -> FrameCarry:
-        """The carry for `block` in window `window` = (start, end) of `windows`."""
         table = self.states[key]
         past, prev = table.pop(("past", block, window), (None, {}))
         has_next, has_prev = window + 1 < len(windows), window > 0
@@ -96,8 +84,8 @@ class CarryStore:
 
 @dataclass
 class WindowContext:
-    """What the VRWKV patch sees of the window being run (transformer_options["vrwkv_window"]):
-    `carry(block)` gives that block's FrameCarry, or None when windows do not carry."""
+    """The window being run, as the VRWKV patch sees it (transformer_options["vrwkv_window"]);
+    `carry(block)` is None when windows do not carry."""
 
     index: int
     windows: list

@@ -1,38 +1,17 @@
 """DDIM sampling and inversion for SD1.5 in ComfyUI's sigma space (torch only).
 
-Conventions, relied on by the nodes and by saved inversions:
-
-* Sigma space. ComfyUI's discrete models hold ``x = x0 + sigma * eps`` with
-  ``sigma_t = sqrt((1 - a_t) / a_t)``, ``a_t = alphas_cumprod[t]`` (diffusers' latent is
-  ``sqrt(a_t) * x``), and a sampler calls a model that returns the denoised ``x0_hat``.
-  The timestep -> sigma table is the model's own (``model_sampling.sigmas``), so a model
-  with another noise schedule keeps it.
-* Schedule. diffusers' DDIMScheduler as SD1.5 and Tune-A-Video use it: "leading" timesteps
-  with steps_offset 1 (``t_j = j * (T // N) + 1``, j = N-1..0) and set_alpha_to_one False, so
-  the step after ``t = 1`` lands on ``alphas_cumprod[0]``: the last sampling sigma is
-  ``sigma_table[0]`` (0.0292 for SD1.5), not 0.
-* Ends. Sampling stops at ``sigma_table[0]`` and that x is the clean latent (diffusers
-  decodes it as such); inversion starts from the clean latent placed at ``sigma_table[0]``
-  and walks the same sigmas in reverse. One list serves both directions, so inversion then
-  sampling with the same model and conditioning returns the input, up to the mismatch
-  between the eps each direction evaluates (first order in the step size for a smooth
-  model; large for an untrained one). ``inversion_refine`` removes that mismatch.
-* Step. With eps the model's noise estimate, ``x0_hat = x - sigma * eps`` and
-  ``x_next = x0_hat + sigma_next * eps``. Sampling (sigma_next < sigma) evaluates eps at
-  (x, sigma): ``x_next = x0_hat + sigma_next * (x - x0_hat) / sigma``, the Euler step, i.e.
-  core's ddim/euler. Inversion (sigma_next > sigma) is Tune-A-Video's ``next_step``: eps is
-  evaluated at the *target* timestep, the UNet seeing the current latent as diffusers holds
-  it (``sqrt(a) x``). In sigma space: the model called at sigma_next on
-  ``x * sqrt((1 + sigma_next^2) / (1 + sigma^2))`` (ComfyUI feeds the UNet
-  ``x / sqrt(1 + sigma^2)``, sigma_data 1). The sampling step back then evaluates the same
-  timestep on a nearby input (10-25% lower round-trip error than evaluating at the current
-  timestep, on the Gaussian test data and on a random-weight SD1.5).
-* eta > 0 (sampling only). diffusers adds ``std = eta * sqrt((1-a_p)/(1-a_t)) *
-  sqrt(1 - a_t/a_p)`` of noise to ``sqrt(a_p) x0 + sqrt(1 - a_p - std^2) eps``. Divided by
-  ``sqrt(a_p)`` into sigma space (``a = 1 / (1 + sigma^2)``) this is
-  ``x_next = x0_hat + sigma_down * eps + sigma_up * z`` with
-  ``sigma_up = eta * sigma_next * sqrt(sigma^2 - sigma_next^2) / sigma`` and
-  ``sigma_down = sqrt(sigma_next^2 - sigma_up^2)``.
+Conventions the nodes and saved inversions rely on:
+1. Sigma space: ``x = x0 + sigma * eps``, ``sigma_t = sqrt((1 - a_t) / a_t)``,
+   ``a_t = alphas_cumprod[t]``; the model returns x0_hat; sigmas come from its own table.
+2. Schedule: diffusers' DDIMScheduler as SD1.5 and Tune-A-Video use it ("leading", steps_offset
+   1, set_alpha_to_one False): sampling ends at ``sigma_table[0]`` (the clean latent), not 0,
+   and inversion walks the same sigmas back from there.
+3. Step: ``x_next = x0_hat + sigma_next * eps``. Sampling takes eps at (x, sigma), as core's
+   ddim/euler. Inversion takes it, as Tune-A-Video's ``next_step``, at the target timestep on
+   diffusers' latent ``sqrt(a) x``; ComfyUI feeds the UNet ``x / sqrt(1 + sigma^2)``, so that is
+   the model at sigma_next on ``x * sqrt((1 + sigma_next^2) / (1 + sigma^2))``. The step back
+   then evaluates the same timestep (CONTRIBUTING.md, design notes).
+4. eta > 0 (sampling only): diffusers' noise in sigma space, ``ddim_noise_split``.
 """
 
 import math
@@ -52,12 +31,9 @@ def ddim_timesteps(steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:
 
 
 def ddim_sigmas(sigma_table: torch.Tensor, steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """Sampling sigmas (float32, CPU, steps + 1 values, decreasing, ending at sigma_table[0]).
-
-    ``sigma_table[t]`` is the model's sigma at training timestep t. With denoise < 1 the
-    schedule is built for ``int(steps / denoise)`` steps and its last ``steps`` kept, as
-    core KSampler does. Inversion uses the same list flipped.
-    """
+    """Sampling sigmas (float32, CPU, steps + 1 values, decreasing, ending at sigma_table[0]),
+    ``sigma_table[t]`` being the model's sigma at timestep t. With denoise < 1: the last
+    ``steps`` of an ``int(steps / denoise)``-step schedule, as core KSampler does."""
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}: use 1.0 for a full "
                          "re-generation, less to keep more of the input latent.")
@@ -68,9 +44,8 @@ def ddim_sigmas(sigma_table: torch.Tensor, steps: int, denoise: float = 1.0) -> 
                          f"schedule but the model has {len(table)} timesteps: lower steps or "
                          "raise denoise.")
     timesteps = ddim_timesteps(total, len(table))
-    # For steps == len(table) the leading schedule starts at t = len(table), one past the
-    # table (diffusers itself would index out of range). Clamp as ComfyUI's
-    # model_sampling.sigma() does: that first step has zero length.
+    # At steps == len(table) the schedule starts one past the table: clamp as ComfyUI's
+    # model_sampling.sigma() does (a zero-length first step).
     sigmas = torch.cat([table[timesteps.clamp(max=len(table) - 1)], table[:1]])
     return sigmas[-(steps + 1):]
 
@@ -84,10 +59,7 @@ def ddim_noise_split(sigma: float, sigma_next: float, eta: float) -> tuple[float
 
 
 def ddim_step(x, eps, sigma, sigma_next, eta: float = 0.0, noise=None):
-    """One DDIM update of x from sigma to sigma_next given the model's noise estimate `eps`.
-
-    `noise` (standard normal, shaped like x) is needed only when eta > 0.
-    """
+    """One DDIM update from sigma to sigma_next given eps; `noise` (like x) only when eta > 0."""
     sigma, sigma_next = float(sigma), float(sigma_next)
     sigma_down, sigma_up = ddim_noise_split(sigma, sigma_next, eta)
     x_next = x + eps * (sigma_down - sigma)  # x0_hat + sigma_down * eps
@@ -103,11 +75,8 @@ def eps_point(x, sigma, sigma_next):
 
 
 def seeded_noise_sampler(x, seed):
-    """Standard normal noise like x, one draw per call, reproducible from `seed` on any device.
-
-    Drawn on the CPU and seeded with seed + 1: ComfyUI draws a sampler's initial noise from
-    torch.manual_seed(seed) on the CPU, and the same stream would add it again at step one.
-    """
+    """Standard normal noise like x, one draw per call, drawn on the CPU from seed + 1 (random
+    for None): ComfyUI draws the initial noise from seed, which would add it again at step one."""
     generator = torch.Generator()
     if seed is None:
         generator.seed()
@@ -136,19 +105,10 @@ def check_sigmas(sigmas, eta: float) -> None:
 @torch.no_grad()
 def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, noise_sampler=None,
                 inversion_refine=0):
-    """DDIM over `sigmas` (decreasing: sampling; increasing: inversion), k-diffusion style.
-
-    The signature is what ComfyUI's KSAMPLER calls: `model(x, sigma_batch, **extra_args)`
-    returns x0_hat; `callback` gets k-diffusion's step dict; `disable` (console progress) is
-    accepted for that signature only, ComfyUI's progress comes through `callback`. With
-    eta > 0 noise comes from `noise_sampler(sigma, sigma_next)`, by default seeded from
-    `extra_args["seed"]`.
-
-    `inversion_refine` > 0 iterates each inversion step towards the fixed point
-    ``x_next = x + (sigma_next - sigma) * eps(x_next, sigma_next)``, from which the sampling
-    step returns to x exactly: one more model call per iteration, a closer reconstruction
-    (0 is Tune-A-Video's inversion).
-    """
+    """DDIM over `sigmas` (decreasing: sampling; increasing: inversion) as ComfyUI's KSAMPLER
+    calls it. `inversion_refine` > 0 iterates each inversion step towards the fixed point
+    ``x_next = x + (sigma_next - sigma) * eps(x_next, sigma_next)``, from which sampling
+    returns to x exactly (one model call per iteration; 0 is Tune-A-Video's inversion)."""
     check_sigmas(sigmas, eta)
     if int(inversion_refine) != inversion_refine or inversion_refine < 0:
         raise ValueError(f"inversion_refine must be a whole number >= 0, got {inversion_refine}.")

@@ -1,8 +1,6 @@
-"""Writing safetensors files so that nothing a user made is lost: a temp file in the same
-folder, given its final name only once complete (an interrupted write leaves no truncated
-file), and never over an existing file: when the name is taken the file gets the next free
-counter suffix, `<name>_00001.safetensors`, `_00002`, ... as ComfyUI's own savers number
-their outputs."""
+"""Safetensors writes that lose nothing a user made: a temp file in the same folder, renamed
+only once complete, and never over an existing file (a taken name gets the next counter
+suffix, `<name>_00001.safetensors`, as ComfyUI's savers number their outputs)."""
 
 import os
 import tempfile
@@ -39,9 +37,8 @@ def _umask() -> int:
 
 
 def _claim(tmp: str, target: Path) -> bool:
-    """Gives the finished temp file the name `target` unless a file has it. A hard link is
-    created only if the name is free, so two writers cannot take the same name; file
-    systems without hard links fall back to a check then a rename."""
+    """Names the finished temp file `target` unless that name is taken: a hard link claims
+    a name atomically; file systems without hard links check, then rename."""
     try:
         os.link(tmp, target)
         return True

@@ -1,11 +1,7 @@
-"""The inverted LATENT: its convention, its metadata checks and its file on disk.
-
-An inverted LATENT is ``{"samples": x / scale, LATENT_KEY: Inversion.to_dict()}``: ``x`` is
-the sigma-space latent at ``sigmas[0]`` (see ``vrwkv.ddim``), stored divided by the latent
-format's scale (0.18215 for SD1.5) like every LATENT, so sampling from it with no added
-noise over ``sigmas`` regenerates the source. The metadata key rides along in the dict;
-core nodes that rebuild the dict (SaveLatent/LoadLatent) drop it, so files go through
-``save_inversion``/``load_inversion`` instead.
+"""The inverted LATENT: ``{"samples": x / scale, LATENT_KEY: Inversion.to_dict()}``, x the
+sigma-space latent at ``sigmas[0]`` (vrwkv/ddim.py), from which sampling over ``sigmas``
+with no added noise regenerates the source. Core SaveLatent/LoadLatent drop the metadata,
+so files go through ``save_inversion``/``load_inversion``.
 """
 
 import json
@@ -21,14 +17,14 @@ LATENT_KEY = "vrwkv_ddim_inversion"
 FILE_FORMAT = "vrwkv-ddim-inversion/1"
 SCHEDULE = "ddim leading, steps_offset 1, final alphas_cumprod[0]"
 _SIGMA_RTOL = 1e-4  # float32 round trips through JSON and devices stay far inside this
-_SAME_CLIP_RTOL = 0.02  # one clip re-encoded on another device/precision vs another clip (O(1))
+_SAME_CLIP_RTOL = 0.02  # the same clip re-encoded elsewhere is far closer; another clip is O(1) off
 REDO = "set mode to 'invert and save' to invert this clip again"
 
 
 @dataclass(frozen=True)
 class Inversion:
     """How an inverted latent was made: `sigmas` in sampling order (it sits at sigmas[0]);
-    `rms` of its samples tells them from samples changed or replaced after inversion."""
+    `rms` of its samples reveals samples changed after inversion."""
 
     steps: int
     cfg: float
@@ -73,8 +69,7 @@ def check_sigmas_match(info: Inversion, sigmas: torch.Tensor, steps: int, denois
 
 
 def inversion_of(latent: dict, shape: tuple) -> Inversion:
-    """The metadata of an inverted LATENT, checked against its samples and `shape` (the
-    latent being re-generated); ValueError naming what is wrong otherwise."""
+    """The metadata of an inverted LATENT, checked against its samples and `shape`."""
     if LATENT_KEY not in latent:
         raise ValueError("the inverted_latent input carries no VRWKV inversion metadata: connect the "
                          "LATENT output of 'VRWKV DDIM Inversion' (core SaveLatent/LoadLatent drop the "
@@ -102,8 +97,8 @@ def inversion_path(folder: str, name: str) -> str:
 
 
 def save_inversion(path: str, inverted: torch.Tensor, source: torch.Tensor, info: Inversion) -> str:
-    """Writes the inverted latent and its source latent atomically, at `path` or, when that
-    file exists, at its next free counter name (never replacing it); returns the path written."""
+    """Writes the inverted and source latents atomically, never over an existing file
+    (vrwkv/files.py); returns the path written."""
     metadata = {"format": FILE_FORMAT, "inversion": json.dumps(info.to_dict()),
                 "shape": json.dumps(list(inverted.shape))}
     return str(save_safetensors_atomic({"inverted": inverted.float(), "source": source.float()}, path, metadata))

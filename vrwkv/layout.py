@@ -1,17 +1,16 @@
 """Where VRWKV blocks go in an SD1.5-style UNet, read off the UNet's own modules.
 
-ComfyUI's UNet pops one encoder skip per decoder ("output") block and hands both to
-`output_block_patch(h, hsp, transformer_options)` just before concatenating them. At
-output block 0, `h` is the mid-block output. A skip point records, per output block, the
-decoder and skip channels and the resolution level (0 = latent size, 1 = half, ...).
+ComfyUI's UNet hands each decoder ("output") block's input `h` and the encoder skip it pops
+to `output_block_patch(h, hsp, transformer_options)`; at output block 0, `h` is the
+mid-block output. Levels count resolution: 0 = latent size, 1 = half, ...
 """
 
 from dataclasses import dataclass
 
 from .config import BlockConfig
 
-# Resolution choices: the lowest level kept (0 keeps all). Lower resolutions hold far fewer
-# tokens, so dropping the high-resolution levels saves most of the memory.
+# Resolution choice -> lowest level that gets blocks. The high-resolution levels hold most
+# tokens, so dropping them saves most of the memory.
 LEVEL_CHOICES = {"all": 0, "half and below": 1, "quarter and below": 2, "lowest only": 3}
 
 
@@ -31,8 +30,7 @@ class UNetLayout:
 
 
 def unet_layout(unet) -> UNetLayout:
-    """Skip points of a ComfyUI openaimodel.UNetModel (input_blocks / middle_block /
-    output_blocks of ResBlock, Downsample, conv). Raises ValueError for another shape."""
+    """Skip points of a ComfyUI openaimodel.UNetModel; ValueError for another architecture."""
     try:
         inputs, outputs = list(unet.input_blocks), list(unet.output_blocks)
     except AttributeError:
@@ -60,9 +58,8 @@ def unet_layout(unet) -> UNetLayout:
 
 
 def block_spec(layout: UNetLayout, config: BlockConfig) -> dict:
-    """The blocks to build, as a JSON-able spec: the configuration's fields (BlockConfig.to_spec)
-    and "blocks": {name: {"channels", "gate_channels", "level"}}. Skip blocks are named
-    "skip_<output index>", the mid block "mid"."""
+    """The blocks to build as a JSON-able spec: BlockConfig.to_spec() and "blocks":
+    {"mid" or "skip_<output index>": {"channels", "gate_channels", "level"}}."""
     blocks = {}
     if "mid" in config.placement and layout.mid_level >= config.min_level:
         blocks["mid"] = {"channels": layout.mid_channels, "gate_channels": None, "level": layout.mid_level}

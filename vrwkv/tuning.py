@@ -1,18 +1,10 @@
 """One-shot tuning on a clip (Tune-A-Video's recipe), independent of ComfyUI.
 
-Each step draws one timestep for the whole clip and one noise tensor, and minimises the
-epsilon-prediction MSE; the caller supplies that loss (`step_loss`), which is where the
-model is called. AdamW as Tune-A-Video (betas 0.9/0.999, eps 1e-8, weight decay 1e-2,
-gradient clipping at 1.0), except for the blocks' temporal parameters (every `mu`, `decay`,
-`first`): AdamW moves a parameter by about lr per step whatever its gradient, so at 3e-5 for
-300 steps these (initialised at 1.0, meaningful over several units) would move by less than
-0.01, i.e. stay frozen at their init; they get `lr * temporal_lr_multiplier` and no weight
-decay (`param_groups`). The other block parameters are new layers, not pretrained weights,
-and get `lr * block_lr_multiplier` (with weight decay): the lean block's output is two thin
-factors, the second zero at init, and at the recipe's rate it barely leaves the identity.
-A step is applied only when its loss and gradients are finite,
-so the parameters always hold the last good state: a NaN stops the run with the step
-named, and an exception from `on_step` (ComfyUI's interrupt) leaves the completed steps.
+Each step draws one timestep and noise for the whole clip and minimises the caller's
+`step_loss` with Tune-A-Video's AdamW, except that the blocks' temporal parameters and new
+layers get learning-rate multipliers (`param_groups`): AdamW moves a parameter by about lr
+per step, too little at the recipe's lr for them to leave their init. A step is applied only
+when its loss and gradients are finite, so the parameters hold the last good state.
 """
 
 import math
@@ -23,22 +15,14 @@ import torch
 
 from .blocks import is_temporal_parameter
 
-# Provisional, to be chosen on the edit-quality benchmark: 3e-5 * 100 = 3e-3 per step lets a
-# temporal parameter move by up to ~0.9 over the recipe's 300 steps where its gradient keeps
-# one sign (less where it is noisy), i.e. across the range where mu and decay change meaning,
-# without leaving it (decay and first stay near their init scale of 1).
+# 3e-5 * 100 = 3e-3 per step: up to ~0.9 over the recipe's 300 steps, across the range where
+# mu and decay change meaning without leaving it (reasoned, not measured).
 TEMPORAL_LR_MULTIPLIER = 100.0
-# Adam's eps for the temporal parameters. `first` enters as first / L and weighs one token
-# among L, so its gradient is ~1/L^2 of the others' (1e-10 on an 8-frame 8x8 clip, far
-# less at 512 px), far below the recipe's eps of 1e-8, which would then cut its steps by
-# orders of magnitude; with a smaller eps every temporal parameter takes Adam's usual
-# ~lr-sized steps.
+# Adam's eps for the temporal parameters: `first` (u = first / L) gets ~1/L^2 of the others'
+# gradient, far below the recipe's eps of 1e-8, which would shrink its steps by orders of magnitude.
 TEMPORAL_EPS = 1e-16
-# Chosen on the edit-quality benchmark (bench/results/quality_cpu.md), which cannot rank
-# quality yet but measures how far tuning moves a model: in 60 steps at 3e-5 Tune-A-Video's
-# recipe changes the toy model's denoised clip by 2.1e-2, the default (lean) block by 1.5e-4
-# at 1x, 0.5-0.9e-2 at 10x, 2.4-4.6e-2 at 30x (one seed, two clips); at 20x it moves about
-# as far as Tune-A-Video's own recipe does.
+# At 20x the default block changes the toy model's output about as much as Tune-A-Video's
+# recipe does; at 1x it barely moves (bench/results/quality_cpu.md, "output change").
 BLOCK_LR_MULTIPLIER = 20.0
 
 
@@ -58,8 +42,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 def draw_noise(generator: torch.Generator, x0: torch.Tensor, num_timesteps: int = 1000):
-    """One training timestep for the clip and a noise tensor like x0, drawn on the CPU from
-    `generator` so the run is the same on every device."""
+    """One timestep and a noise tensor like x0, drawn on the CPU so every device draws alike."""
     t = int(torch.randint(0, num_timesteps, (1,), generator=generator))
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
     return t, noise
@@ -71,9 +54,8 @@ def step_frames(frames: int, window: int) -> int:
 
 
 def draw_window(generator: torch.Generator, frames: int, window: int) -> int:
-    """First frame of a random contiguous window of `window` frames (Tune-A-Video samples its
-    frames alike), drawn from the tuning generator; 0 without a draw when the window holds
-    the clip (window 0 or >= frames), so such runs draw exactly what they did before."""
+    """First frame of a random `window`-frame window (as Tune-A-Video samples frames); 0 with
+    no draw when the window holds the clip, so whole-clip runs draw as they always did."""
     if window <= 0 or window >= frames:
         return 0
     return int(torch.randint(0, frames - window + 1, (1,), generator=generator))
@@ -81,9 +63,8 @@ def draw_window(generator: torch.Generator, frames: int, window: int) -> int:
 
 def epsilon_loss(denoise: Callable, x0: torch.Tensor, sigma_table: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
-    """One step's loss of the recipe: a timestep and noise for the whole clip, x = x0 + sigma *
-    eps (an epsilon model in sigma space), `denoise(x, sigma)` -> x0_hat, MSE of the implied
-    eps against the drawn one, in float32."""
+    """One step's loss: x = x0 + sigma * eps for a drawn timestep and noise, `denoise(x, sigma)`
+    -> x0_hat, and the float32 MSE of the implied eps against the drawn one."""
     t, eps = draw_noise(generator, x0)
     sigma = sigma_table[t].to(x0.device).expand(x0.shape[0])
     x = x0 + eps * sigma.view(-1, 1, 1, 1)
@@ -92,10 +73,9 @@ def epsilon_loss(denoise: Callable, x0: torch.Tensor, sigma_table: torch.Tensor,
 
 
 def param_groups(named_parameters, settings: TuneSettings, pretrained=()) -> list[dict]:
-    """AdamW parameter groups for (name, parameter) pairs of VRWKV blocks: the temporal
-    parameters at lr * temporal_lr_multiplier without weight decay (and with TEMPORAL_EPS),
-    the rest at lr * block_lr_multiplier; `pretrained` weights tuned beside them (the UNet's
-    query projections) in a group of their own at the recipe's lr."""
+    """AdamW groups for the (name, parameter) pairs of VRWKV blocks: temporal parameters at
+    lr * temporal_lr_multiplier with TEMPORAL_EPS and no weight decay, the rest at
+    lr * block_lr_multiplier; `pretrained` weights (the UNet's query projections) at lr."""
     temporal, rest = [], []
     for name, p in named_parameters:
         (temporal if is_temporal_parameter(name) else rest).append(p)
@@ -108,10 +88,9 @@ def param_groups(named_parameters, settings: TuneSettings, pretrained=()) -> lis
 
 def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings: TuneSettings,
          on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Runs `settings.steps` AdamW steps on `params` (parameters, or groups of them as torch
-    optimizers take, e.g. from `param_groups`); returns the loss of every step.
-    `step_loss(generator)` computes one step's loss; `on_step(step, loss)` is called after
-    each applied step (1-based) and may raise to stop the run."""
+    """Runs `settings.steps` AdamW steps on `params` (parameters or groups, e.g. from
+    `param_groups`); returns every step's loss. `on_step(step, loss)` runs after each applied
+    step (1-based) and may raise to stop the run (the completed steps are kept)."""
     groups = list(params)
     groups = groups if groups and isinstance(groups[0], dict) else [{"params": groups}]
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
@@ -119,8 +98,7 @@ def tune(params, step_loss: Callable[[torch.Generator], torch.Tensor], settings:
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("nothing to tune: no parameter requires gradients")
-    # Bi-WKV does not check its decay and bonus every call (a GPU sync): check them here once;
-    # the steps below keep them finite (a step is applied only with finite loss and gradients).
+    # Bi-WKV does not check w and u (a GPU sync per call): check once here; steps keep them finite.
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise NonFiniteLoss("tuning starts from non-finite weights (a diverged run or a broken file); "
                             "reload the model and the VRWKV weights")

@@ -1,15 +1,9 @@
 """VRWKV weights files: safetensors with the block layout and the training record.
 
-Tensors: `vrwkv.<block param>` for the VRWKV blocks and `base.<UNet key>` for tuned UNet
-weights, stored as differences from the weights they were tuned from (so a file applies to
-the checkpoint it was made with through ComfyUI's weight patching). Metadata (strings):
-`format`, `pack_version`, `layout` (JSON block spec), `info` (JSON training record; its
-`base` names the model the file was made on: `unet_fingerprint` and, where known, the
-checkpoint's file name; files saved before fingerprints have none).
-A tuned file's layout records the frames its decay is divided by (`norm_frames`); files
-tuned before it was recorded get the frames of their tuning steps from the training record.
-Files are written atomically, never over an existing file (vrwkv/files.py: a taken
-name gets a counter suffix), and never unpickled.
+Tensors: `vrwkv.<block param>`, and `base.<UNet key>` for tuned UNet weights as differences
+from the weights they were tuned from (applied by ComfyUI's weight patching). Metadata:
+`format`, `pack_version`, `layout` (the block spec), `info` (the training record; `base`
+names the model tuned on). Written atomically, never over an existing file; never unpickled.
 """
 
 import hashlib
@@ -50,7 +44,8 @@ def save_weights(path: str | Path, blocks_state: dict, spec: dict, base_deltas: 
 
 
 def load_weights(path: str | Path):
-    """(spec, blocks_state, base_deltas, info) from a file written by save_weights."""
+    """(spec, blocks_state, base_deltas, info) from a file written by save_weights; a file
+    tuned before `norm_frames` was recorded gets it from its training record."""
     path = Path(path)
     if path.suffix != EXTENSION:
         raise ValueError(f"{path.name}: VRWKV weights are {EXTENSION} files (pickled .pt/.ckpt files are never loaded)")
@@ -93,12 +88,10 @@ FINGERPRINT_SAMPLES = 16    # values read from each tensor
 
 
 def unet_fingerprint(keys: Iterable[str], weight: Callable[[str], torch.Tensor]) -> str:
-    """A 16-hex-digit id of a UNet's weights: SHA-256 over every tensor's key and shape and
-    FINGERPRINT_SAMPLES of its values at fixed, evenly spaced positions, rounded to float16
-    (a checkpoint loaded in float16 or float32 gives the same id; in bfloat16 or fp8 another).
-    `weight(key)` gives each tensor as the model computes with it (LoRAs applied), one at a
-    time. Fine-tunes, merges and LoRAs change whole tensors, so they change the id; a change
-    confined to unsampled values is not seen. About 11k values for SD1.5's 686 UNet tensors."""
+    """A 16-hex-digit id of the weights `weight(key)` gives (as the model computes, LoRAs
+    applied): SHA-256 over each key, shape and FINGERPRINT_SAMPLES evenly spaced values in
+    float16, so float16 and float32 loads agree. Fine-tunes, merges and LoRAs change whole
+    tensors, so they change the id."""
     digest = hashlib.sha256()
     for key in sorted(keys):
         tensor = weight(key).detach()

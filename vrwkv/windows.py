@@ -1,22 +1,10 @@
 """Long clips in frame windows: one UNet call per window, outputs fused with overlap ramps.
 
-`ContextWindows` is called as ComfyUI calls a UNet function wrapper (with apply_model and
-{"input", "timestep", "c", "cond_or_uncond"}); VRWKV Context Windows registers it through
-`apply_model_wrapper`, a wrapper of ComfyUI's APPLY_MODEL type (comfy/patcher_extension.py),
-which runs inside BaseModel.apply_model: every sampler that calls the model through ComfyUI,
-the pack's DDIM nodes included, runs it, and wrappers other nodes set (the single-slot
-set_model_unet_function_wrapper, before or after, or the wrapper API) run around it instead
-of replacing it. The batch holds len(cond_or_uncond) videos of T frames; each window takes
-the same frames of every video, with every per-item tensor of `c` (the prompt embeddings,
-ControlNet's residuals, ...) sliced alike, so memory is bounded by the window, not the clip.
-With `carry` the VRWKV blocks carry Bi-WKV state between windows (vrwkv/carry.py); without
-it windows are independent and only the overlap ramps join them. Calls under autograd
-(tuning) pass through unwindowed: tuning has its own window (VRWKV Tune On Video).
-
-The states are kept per conditioning (transformer_options["uuids"]: ComfyUI runs prompts
-of one kind with different areas, masks or ControlNets in separate calls) and live for one
-sampling run: `sampling_run` is the outer-sample wrapper that starts and ends each run
-with an empty store.
+An APPLY_MODEL wrapper, inside BaseModel.apply_model: every sampler runs it, and other
+nodes' wrappers wrap it. Each window slices the same frames of every video and of each
+per-item tensor in `c` (prompts, ControlNet residuals), so memory is bounded by the window.
+With `carry` the blocks carry Bi-WKV state between windows (vrwkv/carry.py) for one
+sampling run. Calls under autograd pass through: tuning has its own window.
 """
 
 import torch
@@ -27,9 +15,8 @@ CONTEXT_KEY = "vrwkv_window"   # transformer_options entry the VRWKV patch reads
 
 
 def frame_windows(frames: int, length: int, overlap: int) -> list[tuple[int, int]]:
-    """(start, end) of windows of `length` frames covering `frames`, neighbours sharing
-    `overlap` frames (or more: the last window ends at the clip's end). length 0 or >= frames:
-    one window."""
+    """(start, end) of `length`-frame windows covering `frames`, neighbours sharing at least
+    `overlap` frames; one window when length is 0 or >= frames."""
     if length <= 0 or length >= frames:
         return [(0, frames)]
     if not 0 <= overlap < length:
@@ -41,9 +28,8 @@ def frame_windows(frames: int, length: int, overlap: int) -> list[tuple[int, int
 
 
 def blend_weights(windows: list[tuple[int, int]], frames: int) -> list[torch.Tensor]:
-    """Per-frame weights of each window's output, summing to 1 at every frame: ramps
-    across each overlap (a frame counts more in the window where it is further from an
-    edge; clip ends are no edges)."""
+    """Per-frame weights of each window's output, summing to 1 at every frame: a frame counts
+    more in the window where it is further from an edge (clip ends are no edges)."""
     raw = []
     for s, e in windows:
         t = torch.arange(s, e, dtype=torch.float64)
@@ -64,8 +50,7 @@ def _slice_frames(value, start: int, end: int, frames: int):
 
 
 def _slice_batch(value, index: torch.Tensor, batch: int):
-    """value[index] for tensors with one item per batch entry, also inside dicts, lists and
-    tuples (ControlNet's residuals); everything else unchanged."""
+    """value[index] for tensors with one item per batch entry, also nested (ControlNet's residuals)."""
     if isinstance(value, torch.Tensor):
         return value[index.to(value.device)] if value.ndim and value.shape[0] == batch else value
     if isinstance(value, dict):
@@ -76,8 +61,7 @@ def _slice_batch(value, index: torch.Tensor, batch: int):
 
 
 class ContextWindows:
-    """UNet function wrapper running the UNet in frame windows (see the module doc). The
-    MODEL's clones share it: its carried states last one sampling run."""
+    """Runs the UNet in frame windows; shared by the MODEL's clones."""
 
     def __init__(self, length: int, overlap: int, carry: bool):
         if length < 1:
@@ -88,7 +72,7 @@ class ContextWindows:
 
     def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
                             transformer_options=None, **kwargs):
-        """The windows as an APPLY_MODEL wrapper: `executor` runs the next wrapper or the UNet."""
+        """APPLY_MODEL wrapper: `executor` runs the next wrapper or the UNet."""
         options = transformer_options or {}
         c = {"c_concat": c_concat, "c_crossattn": c_crossattn, "control": control, "transformer_options": options,
              **kwargs}
@@ -96,8 +80,7 @@ class ContextWindows:
                     {"input": x, "timestep": t, "c": c, "cond_or_uncond": options.get("cond_or_uncond") or [0]})
 
     def sampling_run(self, executor, *args, **kwargs):
-        """ComfyUI's OUTER_SAMPLE wrapper: one sampling run, begun and ended with no states
-        (those of another run belong to another trajectory; an interrupted run frees its own)."""
+        """OUTER_SAMPLE wrapper: each sampling run (one trajectory) starts and ends with no states."""
         self.store.reset()
         try:
             return executor(*args, **kwargs)
@@ -105,6 +88,7 @@ class ContextWindows:
             self.store.reset()
 
     def __call__(self, apply_model, args):
+        """As a UNet function wrapper: `args` holds "input", "timestep", "c", "cond_or_uncond"."""
         x, c, cond_or_uncond = args["input"], args["c"], args["cond_or_uncond"]
         videos = len(cond_or_uncond)
         if x.shape[0] % videos:
@@ -143,5 +127,5 @@ class ContextWindows:
                 out = torch.zeros((x.shape[0],) + tuple(y.shape[1:]), device=y.device, dtype=y.dtype)
             ramp = weight.to(y.device, y.dtype).repeat(videos).view(-1, *[1] * (y.ndim - 1))
             out.index_add_(0, index.to(y.device), y * ramp)
-            del window_c, y, context          # this window's prompt copies, before the next one's
+            del window_c, y, context          # free this window's prompt copies before the next
         return out

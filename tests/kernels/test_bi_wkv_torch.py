@@ -196,7 +196,7 @@ def test_no_value_is_read_back_from_the_device():
 
 
 def test_float32_error_bound_at_long_length():
-    """The bound the module states: at L = 65536 with Vision-RWKV's scaling (decays -5..5
+    """The float32 bound: at L = 65536 with Vision-RWKV's scaling (decays -5..5
     over L), float32 values and all four gradients within 3e-6 of float64, relative to the
     largest magnitude of each."""
     B, L, C = 1, 65536, 8
