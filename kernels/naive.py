@@ -1,15 +1,5 @@
-<<<<<<< HEAD
-"""Dense O(L^2) Bi-WKV: the oracle every other backend is tested against.
-
-Written straight from the definition: the weight of token i
-seen from token t is exp(-(|t-i|-1)*w + k[i]), the token itself gets exp(u + k[t]),
-and y[t] is the weighted mean of v. A softmax over i evaluates that ratio stably.
-Autograd through it gives the reference gradients. Tests only: memory is B*L*L*C.
-"""
-=======
 """Dense O(L^2) Bi-WKV straight from the definition, as a softmax
 over i: the oracle every backend is tested against, gradients by autograd. Memory B*L*L*C."""
->>>>>>> prose
 
 import torch
 

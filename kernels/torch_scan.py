@@ -1,55 +1,11 @@
 """O(L) Bi-WKV in plain PyTorch: forward and explicit backward, any device.
 
-<<<<<<< HEAD
-Every decayed sum the operator needs has the form
-
-    past[t]   = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i]
-    future[t] = sum_{i>t} exp(-(i-t-1)*w + key[i]) * val[i]
-
-and is kept as `mantissa * exp(scale)`, the scale being the log of the sum's largest
-weight (a running maximum): every exp taken here has an exponent <= 0, so nothing
-overflows for any sign of w or size of key, and the largest term keeps full precision.
-
-The sums run in chunks of CHUNK = 32 positions, in three phases per direction:
-  1. each chunk's total: one max and one weighted sum over its positions, all at once;
-  2. the totals, a sequence L/32 long with decay 32*w, are carried from chunk to chunk by
-     this same algorithm one level down (L/1024 at the next level, and so on);
-  3. a scan over the 32 positions of every chunk at once, seeded with what enters it.
-A scan first steps its running maximum through the positions (one `torch.maximum` per
-step), then computes every rescaling factor in one vectorised pass, then steps the sums
-(one `addcmul_` per step). Its steps run in pieces below torch's parallel grain.
-Positions enter as offsets j*w from the chunk's start (at most 32*|w| at the first
-level, up to L*|w| at the last), each rounded once in the accumulation dtype.
-
-The accumulation dtype follows from the dtypes alone (no value is read back from the
-device): float64 inputs accumulate in float64, all others (fp32, fp16, bf16) in float32;
-results come back in k's dtype. Measured errors, relative to the largest magnitude of
-each output (tests/test_bi_wkv_torch.py asserts looser bounds for each):
-  - float32 at L = 65536, decays -5..5 over L (Vision-RWKV's scaling), |k| ~ 3: y 1.0e-6,
-    gradients <= 1.6e-6 (asserted: 3e-6). An offset's rounding enters an exponent, so the
-    error grows with |k| + 32*|w|: w = 40 with |k| up to 60 (L = 50) gives y 5e-6 and
-    gradients up to 8e-5.
-  - float64 against the dense oracle, |k| up to 60 and w from -2 to 40 (L = 50): y within
-    1e-14, gradients within 3e-13.
-  - fp16 / bf16 at L = 65536: the rounding of y and the gradients to the input dtype
-    (y 3.7e-4 / 2.9e-3, gradients <= 6e-4 / 3.1e-3 against float64 at the rounded inputs).
-
-Backward: the gradient sums G and H
-are the same decayed sums over key -log(den) with values g and g*y, and gw pairs their
-future (past) halves with the forward past (future) sums, so no distance-weighted scan
-is needed; every product is formed under one combined scale that is <= 0. The forward
-saves only the states entering each chunk ((2, 3, B, L/32, C), 6/32 of k's elements); the
-backward recomputes the forward sums from them and reuses y where it holds the
-accumulation dtype. Channels are independent, so both passes run over blocks of channels:
-the temporaries stay a few times the block's size, not the whole (B, L, C) tensor's.
-=======
 Each decayed sum, past[t] = sum_{i<t} exp(-(t-1-i)*w + key[i]) * val[i] and its mirror
 future[t], is held as mantissa * exp(scale) with a running-maximum scale: no exp overflows,
 whatever the sign of w. Sums run in chunks: chunk totals, carried
 between chunks by this same algorithm one level down, then one scan over all chunks at once.
-The backward (spec B) takes the same sums over key -log(den), recomputing the forward from
+The backward takes the same sums over key -log(den), recomputing the forward from
 the states saved per chunk. Accumulates in float32 (float64 for float64 inputs).
->>>>>>> prose
 """
 
 import torch
