@@ -143,9 +143,8 @@ def _motion(frames: np.ndarray, tick: Callable[[], None] = lambda: None) -> _Mot
 
 def _warp_error(frames: np.ndarray, motion: _Motion, masked: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: mean abs error between frame t+1 and frame t warped onto it by `motion`, and
-    the share of pixels whose flow passed the check. `masked` leaves the other pixels out
-    (the source's mask, the same for every clip measured against it); otherwise every pixel
-    counts (a clip's own flow: a jump the flow cannot follow must not drop out)."""
+    the share of pixels whose flow passed the check; `masked` counts only those (the source's
+    mask, the same for every clip measured against it), otherwise every pixel counts."""
     errors, shares = [], []
     for t, (bwd, reliable) in enumerate(zip(motion.backward, motion.reliable)):
         warped, _ = _sample(frames[t], bwd)
@@ -207,16 +206,14 @@ def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, tuple[int, int
 
 
 def flow_epe(edited, source) -> np.ndarray:
-    """Motion fidelity per consecutive pair: mean end-point error (pixels of the edited clip)
-    between the edited clip's flow and the source's, over the pixels where the source's flow
-    passes the forward-backward check. Near 0: the edit moves like the source."""
+    """Motion fidelity per consecutive pair: mean end-point error (px of the edited clip)
+    between its flow and the source's where the source's passes the check (0: same motion)."""
     edited, source, _ = match_source(edited, source)
     return _epe(_motion(edited), _motion(source))
 
 
 def psnr(a, b) -> float:
-    """Peak signal-to-noise ratio in dB of two same-shaped images or clips in [0, 1]
-    (inf when identical)."""
+    """PSNR in dB of two same-shaped images or clips in [0, 1] (inf when identical)."""
     a, b = np.asarray(as_numpy(a), np.float64), np.asarray(as_numpy(b), np.float64)
     if a.shape != b.shape:
         raise ValueError(f"psnr needs same-shaped inputs, got {a.shape} and {b.shape}.")
@@ -251,9 +248,8 @@ def _diagonal(frame_size) -> float:
 
 
 def track_error(track, reference, frame_size: tuple[int, int]) -> TrackError:
-    """A centroid track against a reference track, both (T, 2) in pixels with NaN where the
-    object is absent, on frames of `frame_size` (H, W). See TrackError. NaN distance when
-    neither track shows the object in any frame."""
+    """TrackError of a centroid track against a reference, both (T, 2) px with NaN where the
+    object is absent, on frames of `frame_size` (H, W); NaN distance if neither shows it."""
     a, b = _tracks(track, reference, "track_error")
     penalty = _diagonal(frame_size)
     in_a, in_b = ~np.isnan(a).any(axis=1), ~np.isnan(b).any(axis=1)
@@ -347,9 +343,8 @@ class CoherenceReport:
 
 
 def coherence_report(edited, source=None, progress: Progress | None = None) -> CoherenceReport:
-    """All temporal metrics of an edited clip, and against its source when given (see
-    CoherenceReport). Each clip's flows are computed once (2 per pair); ``progress(done,
-    total)`` is called after each."""
+    """All temporal metrics of an edited clip, and against its source when given; each clip's
+    flows (2 per pair) are computed once, with ``progress(done, total)`` after each."""
     if source is None:
         clips, resized_from = [as_frames(edited, "edited")], None
     else:
