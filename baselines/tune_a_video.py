@@ -1,34 +1,23 @@
 """Tune-A-Video (Wu et al., ICCV 2023) as ComfyUI patches: the peer baseline of the benchmarks.
 
 Tune-A-Video changes SD's UNet only inside its transformer blocks:
-- sparse-causal self-attention: frame i's attn1 takes its keys and values from frame 0 and
-  frame i-1 (its queries stay frame i's own). Frame 0 follows Tune-A-Video's convention
-  (`former_frame_index[0] = 0`): its keys are frame 0's tokens twice, which leaves the
-  softmax unchanged, so frame 0 sees ordinary self-attention;
-- a temporal attention (`attn_temp`) in every transformer block: LayerNorm, multi-head
-  self-attention across the frames at each spatial position (no position encoding), output
-  projection initialised to zero, residual;
-- trainable set: attn1.to_q, attn2.to_q and attn_temp; AdamW at lr 3e-5 (the pack's loop,
-  vrwkv/tuning.py, holds the rest of the recipe).
+- sparse-causal attn1: frame i's keys and values are frame 0's and frame i-1's tokens; frame 0
+  takes its own twice (`former_frame_index[0] = 0`), which is plain self-attention;
+- a temporal attention (`attn_temp`) per block: LayerNorm, multi-head attention across the
+  frames at each position (no position encoding), zero-initialised output projection, residual;
+- trainable: attn1.to_q, attn2.to_q and attn_temp (not norm_temp, frozen at (1, 0)), AdamW at
+  lr 3e-5; vrwkv/tuning.py holds the rest of the recipe.
 
-Here both changes are patches that the transformer blocks of ComfyUI's UNetModel (and of
-the toy UNet of toyworld) call: an attn1 replacement at every (block, id, index) and
-a `middle_patch`. Deviations from Tune-A-Video's code, each deliberate:
-1. Placement of the temporal attention: Tune-A-Video runs it after the feed-forward.
-   ComfyUI's BasicTransformerBlock (v0.3.64) has no hook there; the closest public one is
-   `middle_patch`, on the residual stream right after attn1 (before cross-attention and
-   the feed-forward). Same operations and parameters, so the same cost; the block's order
-   differs. (An object patch of each block's `forward` could place it exactly, but the toy
-   UNet, called without a ModelPatcher, would then need another mechanism.)
-2. Zero output: Tune-A-Video zeroes attn_temp's output weight but leaves its bias at the
-   default random init (a small constant shift at init); here the bias is zero too, so
-   the patched UNet is exactly sparse-causal SD at init.
-3. Tune-A-Video's `norm_temp` is not in its trainable set (module names ending in
-   "attn_temp" are): the LayerNorm here stays frozen at (1, 0) as well.
-Gradient checkpointing is VRWKV Tune On Video's (each ResBlock and SpatialTransformer
-recomputed), the granularity of Tune-A-Video's own. Attention kernels: the caller passes the attention function its UNet uses (ComfyUI's
-`optimized_attention` in `apply`), so both attentions run on the same kernel as the UNet's
-own; the default is PyTorch's SDPA.
+Here these are an attn1 replacement per (block, id, index) and a `middle_patch`, which the
+transformer blocks of ComfyUI's UNetModel and of the toy UNet call. Deliberate deviations:
+1. The temporal attention runs at `middle_patch`, right after attn1, not after the
+   feed-forward: ComfyUI's BasicTransformerBlock (v0.3.64) has no hook there. Same operations
+   and cost, another order.
+2. attn_temp's output bias is zeroed as well as its weight, so the patched UNet is exactly
+   sparse-causal SD at init.
+Gradient checkpointing is VRWKV Tune On Video's (each ResBlock and SpatialTransformer), the
+granularity of Tune-A-Video's own. Both attentions use the attention function the caller
+passes (ComfyUI's optimized_attention in tune_a_video_comfy; PyTorch's SDPA by default).
 """
 
 import re

@@ -1,9 +1,8 @@
 """Reads a toy-world image back: the object's mask, colour, shape and centroid.
 
-The background is known (world.background), so the object is what differs from it. Colour is the
-nearest palette entry to the mean of the object's core pixels; shape and size are those of the
-rendered template, centred on the object's centroid, that overlaps the object's coverage best
-(soft intersection over union): bounding-box fill ratios are too coarse at 10 px.
+The object is what differs from the known background. Its colour is the palette entry nearest
+its core pixels' mean; its shape and size are the rendered template, centred on its centroid,
+that best overlaps its soft coverage (soft IoU: bounding-box fill ratios are too coarse at 10 px).
 """
 
 from dataclasses import dataclass

@@ -1,15 +1,14 @@
-"""One toy-world edit end to end on the committed toy model, no ComfyUI needed: a generated
-clip, the pack's patch -> tune (VRWKV Patch Model's and VRWKV Tune On Video's defaults) ->
-DDIM invert -> DDIM sample (toyworld/pipeline.py), and the before/after clip with its
-metrics; then both prompts sampled from fresh noise by the tuned model (the generation
-track: has it learned the clip's motion?).
+"""One toy-world edit end to end on the committed toy model, no ComfyUI needed: a clip is
+patched, tuned, DDIM-inverted and sampled with the edit prompt (toyworld/pipeline.py; VRWKV
+Patch Model's and VRWKV Tune On Video's defaults), then both prompts are sampled from fresh
+noise by the tuned model (the generation track: has it learned the clip's motion?).
 
     python -m toyworld.edit_demo [--path zigzag] [--source "a large red circle"]
-                                       [--edit "a large blue circle"] [--method vrwkv]
+                                 [--edit "a large blue circle"] [--method vrwkv]
 
 Writes a new folder output/toy_edit_<n>/ (never an earlier one): before_after.gif (source
-left, edit right, 8x upscaled), before_after.png (rows: source, edit, and the source and
-edit prompts generated from fresh noise) and metrics.md.
+left, edit right), before_after.png (rows: source, edit, then the source and edit prompts
+from fresh noise) and metrics.md.
 """
 
 import argparse

@@ -1,8 +1,7 @@
-"""Toy-world measurements of an edited clip, read by a world's detector (any detection with
-.x, .y, .touches_edge, .colour and .named): the object's centroid track, the share of frames
-showing the prompted attributes and how often neighbouring frames agree on them. The generic
-video metrics (optical-flow warp error, flicker, flow end-point error, PSNR, track error) are
-the pack's, in vrwkv/metrics.py."""
+"""Toy-world measures of an edited clip from a world's detections (anything with .x, .y,
+.touches_edge, .colour and .named): the object's track, the share of frames showing the
+prompted attributes and how often neighbouring frames agree on them. The generic video
+metrics are the pack's (vrwkv/metrics.py)."""
 
 import numpy as np
 import torch

@@ -1,11 +1,10 @@
 """The toy text-to-image model and what ComfyUI would wrap around it.
 
-`ToyModel` holds the UNet, the text encoder and SD1.5's noise schedule (scaled-linear betas
-0.00085..0.012, 1000 steps). `denoise` is the sigma-space call of ComfyUI's discrete
-epsilon model: the UNet sees x / sqrt(1 + sigma^2) at the timestep nearest to sigma and
-x0 = x - sigma * eps. `Guided` adds classifier-free guidance the way ComfyUI batches it
-(cond and uncond videos in one UNet batch, transformer_options["cond_or_uncond"] = [0, 1]),
-so the pack's patches see what they see inside ComfyUI.
+`ToyModel` holds the UNet, the text encoder and SD1.5's noise schedule. `denoise` is ComfyUI's
+discrete epsilon model in sigma space: the UNet sees x / sqrt(1 + sigma^2) at the timestep
+nearest sigma, and x0 = x - sigma * eps. `Guided` adds classifier-free guidance batched as
+ComfyUI batches it (cond and uncond videos in one UNet call, cond_or_uncond = [0, 1]), so the
+pack's patches see what they see inside ComfyUI.
 """
 
 import json

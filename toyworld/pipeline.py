@@ -1,11 +1,10 @@
-"""One edit of a toy clip through the pack's own pipeline: patch -> tune -> DDIM invert ->
-DDIM sample with the edit prompt.
+"""One toy clip through the pack's own pipeline: patch -> tune -> DDIM invert -> DDIM sample
+with the edit prompt (the edit track), or sample from fresh noise (the generation track).
 
-The method lives in the pack (vrwkv/layout, patch, tuning, ddim) and, for the baseline, in
-baselines/tune_a_video.py; this module supplies only what ComfyUI would around them: the model
-call in sigma space with transformer options and CFG (model.Guided), and the tuning step's
-loss as VRWKV Tune On Video's sampler computes it (one timestep and one noise draw for the
-whole clip, epsilon MSE through the denoiser).
+The methods are the pack's (vrwkv/) and Tune-A-Video (baselines/tune_a_video.py); around them
+this module puts what ComfyUI would: the sigma-space model call with transformer options
+(model.denoise, also inside the tune node's loss) and CFG (model.Guided). `Method` names the
+methods and ablations the demo and the quality benchmark compare.
 """
 
 import copy

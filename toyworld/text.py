@@ -1,6 +1,5 @@
-"""A tiny text encoder for toy-world captions: one learned embedding per word plus a learned
-position embedding, (B, TOKENS, width). The empty caption (all padding) is the unconditional
-prompt of classifier-free guidance."""
+"""A tiny text encoder for toy-world captions: learned word plus position embeddings,
+(B, TOKENS, width). The empty caption (all padding) is classifier-free guidance's uncond."""
 
 import torch
 from torch import nn

@@ -3,16 +3,13 @@ model), deterministic from a seed and resumable.
 
     python -m toyworld.train --out toyworld/weights/toy_unet.safetensors
 
-An epsilon model on SD1.5's schedule whose network fits v (see unet.ToyUNet; MSE on v), AdamW with linear warm-up and cosine decay, an
-EMA of the weights (the EMA is what is evaluated and saved), 10% of captions dropped to the
-empty caption for classifier-free guidance, half the captions without the size word. Every
-`--eval-every` steps the EMA model samples `--eval-samples` images with the pack's DDIM
-(vrwkv.ddim) at `--guidance` and the detector checks that each has the prompted colour and
-shape: the share is the adherence. The weights file (fp16) is written atomically after each
-evaluation with config, step, loss, adherence history and the command in its metadata; the
-optimiser state goes to `<out>.resume.pt` (not committed) so an interrupted run resumes
-where it stopped. Stops when adherence reaches `--target` on two evaluations in a row, or
-at `--steps`.
+MSE on v (unet.ToyUNet) on SD1.5's schedule; AdamW with warm-up and cosine decay; an EMA of
+the weights, which is what is evaluated and saved; a `--drop` share of captions emptied for
+CFG and half without the size word. Each evaluation samples images with the pack's DDIM and
+scores the share the detector reads with the prompted colour and shape (adherence), then
+atomically writes the fp16 weights with their training record and the resume state
+`<out>.resume.pt` (not committed). Stops when adherence reaches `--target` twice in a row,
+or at `--steps`.
 """
 
 import argparse

@@ -1,17 +1,13 @@
-"""A small pixel-space text-to-image UNet with the module layout of ComfyUI's
-openaimodel.UNetModel, so the pack's patch and ComfyUI-style transformer patches apply to it
-unchanged.
+"""A small text-to-image UNet with the module layout of ComfyUI's openaimodel.UNetModel, so
+the pack's patch and ComfyUI's transformer patches apply to it unchanged: the toy world's
+model on pixels and, on 4 latent channels, the unit tests' UNet (latent_unet).
 
-Layout: input_blocks / middle_block / output_blocks are ModuleLists of layer lists (ResBlock
-with `channels` / `out_channels`, Downsample, Upsample, SpatialTransformer); the decoder calls
-`output_block_patch(h, hsp, transformer_options)` before each skip concatenation with
-transformer_options["block"] = ("output", i). Transformer blocks offer ComfyUI's patch points
-with its call conventions: patches["attn1_patch"], patches_replace["attn1"] keyed by
-(block kind, block id, index within the transformer) or by the block, patches["middle_patch"]
-after self-attention, attn1_output / attn2 patches, with "n_heads" and "dim_head" in the
-extra options. Conditioning is strong on purpose: cross-attention at the transformer levels and
-the pooled caption added to the timestep embedding (as ADM's class embedding), which every
-ResBlock reads.
+The decoder calls `output_block_patch(h, hsp, transformer_options)` before each skip
+concatenation (transformer_options["block"] = ("output", i)); the transformer blocks offer
+ComfyUI's patch points with its call conventions (attn1/attn2 patches, output patches and
+replacements, middle_patch). Conditioning is strong on purpose: cross-attention at the
+transformer levels and the pooled caption added to the timestep embedding (as ADM's class
+embedding), which every ResBlock reads.
 """
 
 import math

@@ -1,9 +1,8 @@
 """The toy world: one coloured shape on a fixed soft-gradient background, 32x32 RGB in [-1, 1].
 
-A scene is a `Spec` (colour, shape, size, centre). Shapes are drawn with 4x4 supersampling so
-edges are anti-aliased (a diffusion model learns smooth images more easily), and every
-shape's centre is its area centroid, so a detector's mask centroid recovers it. Clips move one
-object along a path; positions may leave the frame.
+A scene is a `Spec` (colour, shape, size, centre). Shapes are 4x4-supersampled (anti-aliased
+edges are easier to learn) and centred on their area centroid, which a detector's mask
+centroid recovers. Clips move the object along a path, which may leave the frame.
 """
 
 import math

@@ -1,8 +1,7 @@
-"""One VRWKV configuration: where the blocks go and what each block holds, as one frozen value.
+"""The VRWKV block configuration as one frozen value: where blocks go and what each holds.
 
-Weights files store it in their layout metadata (the block spec, layout.block_spec) under the
-key names the first files used; `from_spec` fills in what older files lack, so every file
-loads as the blocks it was saved with.
+Weights files keep it in their block spec (layout.block_spec) under the first files' key names
+(SPEC_KEYS); `from_spec` gives keys an older file lacks the paper's values, so it loads as saved.
 """
 
 from dataclasses import asdict, dataclass, replace
@@ -17,17 +16,15 @@ SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": 
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """placement: blocks fusing each encoder skip with the decoder ("skip"), on the mid-block
-    output ("mid"), or both (the paper). min_level: the lowest UNet resolution level that gets
-    blocks (0 = all; 1 = half the latent size and below, ...). channel_mix: width of RWKV's
-    channel mix as a multiple of the channels (0: none). rank: the r, k, v and output
-    projections as two factors through rank * channels (None: full matrices). fused_rkv: r, k, v
-    in one projection / interpolation / convolution pass. skip_fusion: "gate" (the decoder
-    feature only gates the skip) or "merge" (k and v read both). half_precision_sampling: a
-    float16/bfloat16 UNet's blocks sample in its dtype (a run-time choice, not a layout).
-    channel_mix_max_level: the channel mix only in blocks at this resolution level or above
-    it (0 = latent size; None: every level): the high-resolution levels have the fewest
-    channels, so their channel mixes hold few parameters."""
+    """placement: blocks on the encoder skips ("skip"), on the mid-block output ("mid"), or
+    both (the paper). min_level: blocks only at resolution levels >= min_level (0: latent size,
+    1: half of it, ...). channel_mix: RWKV's channel-mix width as a multiple of the channels
+    (0: none); channel_mix_max_level: channel mixes only at levels <= this one (None: all),
+    where channels, and so their parameters, are fewest. rank: r, k, v and output projections
+    as two factors through rank x channels (None: one matrix). fused_rkv: r, k, v in one
+    projection / interpolation / convolution pass. skip_fusion: the decoder feature only gates
+    the skip ("gate") or k and v read both ("merge"). half_precision_sampling: a float16/bfloat16
+    UNet's blocks sample in its dtype (a run-time choice, not a layout)."""
 
     placement: str = "skip+mid"
     min_level: int = 0
@@ -69,8 +66,7 @@ class BlockConfig:
 
     @classmethod
     def from_spec(cls, spec: dict) -> "BlockConfig":
-        """The configuration a block spec was saved with; keys an older file lacks take the
-        values those files were built with (the fields' defaults: the paper's block)."""
+        """The configuration a block spec was saved with (keys it lacks: the paper's values)."""
         return cls(**{field: spec[key] for field, key in SPEC_KEYS.items() if key in spec})
 
 

@@ -1,22 +1,15 @@
-"""Temporal-coherence and fidelity metrics for a clip: optical-flow warp error, flicker,
-motion fidelity (flow end-point error against the source), PSNR, and for object tracks the
-track error and motion match against a reference track (losing the object never scores
-better than following it).
+"""Temporal-coherence and fidelity metrics of a clip: optical-flow warp error, flicker, motion
+fidelity (flow end-point error against the source), PSNR, and for object tracks the track
+error and motion match against a reference track.
 
-numpy + opencv-python only (cv2 is imported inside the functions that need it, so the
-package imports without it); nothing here knows about ComfyUI. Frames are ComfyUI IMAGE
-batches or numpy arrays, (T, H, W, 3) floats in [0, 1]. Errors are in the same units as the
-pixels (1.0 = black to white); flows and track distances are in pixels of the frames given.
+numpy and opencv-python only (cv2 is imported where needed, so the package imports without
+it). Frames are (T, H, W, 3) floats in [0, 1] (ComfyUI IMAGE batches or numpy); errors are in
+those units, flows and track distances in pixels of the frames given.
 
-Flow: opencv's Farneback on 8-bit grey frames (the clip's colours along their principal
-axis: principal_grey). On the small clips this project measures
-(32-64 px, a few px of motion per frame) it found a translated textured square's motion
-exactly where DIS (the medium preset) missed 4 px steps on 32 px frames by about 1 px.
-Frames with a short side under ``FLOW_MIN_SIDE`` are upscaled by an integer factor before
-the flow and the flow is scaled back: at 32 px Farneback's windows and pyramid otherwise
-cover most of the frame, and the static background picked up ~1-2 px of spurious flow
-(0.05-0.3 px upscaled). Motions up to about 1/8 of the frame's short side per frame are
-measured; faster ones (an object jumping 8 px on 32 px frames) are not.
+Flow is opencv's Farneback on principal_grey frames (chosen over DIS for small clips:
+CONTRIBUTING.md's design notes). Frames with a short side under FLOW_MIN_SIDE are upscaled
+for it by an integer factor, or its windows and pyramid cover most of the frame and a still
+background gets spurious flow. Motion up to about 1/8 of the short side per frame is measured.
 """
 
 from dataclasses import dataclass
@@ -25,9 +18,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 FLOW_MIN_SIDE = 128
-# Forward-backward check (Sundaram et al. 2010, as used for video style transfer by Ruder
-# et al. 2016): a pixel's flow is trusted when going there and back returns within
-# 0.01 of the squared flow lengths plus 0.5 px^2.
+# Forward-backward check (Sundaram et al. 2010; Ruder et al. 2016): a pixel's flow is trusted
+# when there and back returns within 0.01 x the squared flow lengths + 0.5 px^2.
 _FB_RELATIVE = 0.01
 _FB_ABSOLUTE = 0.5
 
@@ -71,10 +63,9 @@ def _grey_u8(frame: np.ndarray) -> np.ndarray:
 
 
 def principal_grey(frames: np.ndarray) -> Grey:
-    """frame -> 8-bit grey: its colours projected on the first principal axis of the clip's
-    colours, the clip's range stretched over 0..255. A saturated object on a backdrop of
-    similar brightness (a red disc on mid grey) keeps its edge, which luma loses; clips
-    without colour variance fall back to luma."""
+    """frame -> 8-bit grey along the first principal axis of the clip's colours, stretched over
+    0..255: a saturated object on a backdrop of similar brightness (a red disc on mid grey)
+    keeps the edge luma loses. A clip of one colour falls back to luma."""
     pixels = frames.reshape(-1, 3)[:: max(1, frames[..., 0].size // 65536)].astype(np.float64)
     mean = pixels.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
@@ -152,9 +143,8 @@ def _motion(frames: np.ndarray, tick: Callable[[], None] = lambda: None) -> _Mot
 
 def _warp_error(frames: np.ndarray, motion: _Motion, masked: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: mean abs error between frame t+1 and frame t warped onto it by `motion`, and
-    the share of pixels whose flow passed the check. `masked` leaves the other pixels out
-    (the source's mask, the same for every clip measured against it); otherwise every pixel
-    counts (a clip's own flow: a jump the flow cannot follow must not drop out)."""
+    the share of pixels whose flow passed the check; `masked` counts only those (the source's
+    mask, the same for every clip measured against it), otherwise every pixel counts."""
     errors, shares = [], []
     for t, (bwd, reliable) in enumerate(zip(motion.backward, motion.reliable)):
         warped, _ = _sample(frames[t], bwd)
@@ -171,13 +161,10 @@ def warp_error(frames, source=None) -> tuple[np.ndarray, np.ndarray]:
     """Per consecutive pair: the mean abs error between frame t+1 and frame t warped onto it,
     and the share of pixels whose flow passes the forward-backward check.
 
-    With a `source` (the clip the frames were made from, same frame count): the frames are
-    warped by the SOURCE's flow and only the pixels where the source's flow passes the check
-    count (its occlusions are left out): the video-consistency definition of Lai et al. 2018
-    used by video-editing papers (here the absolute, not squared, difference), which asks
-    whether the frames change the way the source does. Without one: the frames' own flow over
-    every pixel; the share that fails the check (a clip the flow cannot follow, or
-    occlusions) is reported beside it, never left out of the error."""
+    With a `source` (the clip the frames were made from, same frame count): the frames warped
+    by the source's flow, over the pixels where it passes the check (Lai et al. 2018's video
+    consistency, with absolute differences): do the frames change as the source does? Without
+    one: the frames' own flow over every pixel, so motion it cannot follow still counts."""
     frames = as_frames(frames)
     if source is None:
         return _warp_error(frames, _motion(frames), masked=False)
@@ -219,16 +206,14 @@ def match_source(edited, source) -> tuple[np.ndarray, np.ndarray, tuple[int, int
 
 
 def flow_epe(edited, source) -> np.ndarray:
-    """Motion fidelity per consecutive pair: mean end-point error (pixels of the edited clip)
-    between the edited clip's flow and the source's, over the pixels where the source's flow
-    passes the forward-backward check. Near 0: the edit moves like the source."""
+    """Motion fidelity per consecutive pair: mean end-point error (px of the edited clip)
+    between its flow and the source's where the source's passes the check (0: same motion)."""
     edited, source, _ = match_source(edited, source)
     return _epe(_motion(edited), _motion(source))
 
 
 def psnr(a, b) -> float:
-    """Peak signal-to-noise ratio in dB of two same-shaped images or clips in [0, 1]
-    (inf when identical)."""
+    """PSNR in dB of two same-shaped images or clips in [0, 1] (inf when identical)."""
     a, b = np.asarray(as_numpy(a), np.float64), np.asarray(as_numpy(b), np.float64)
     if a.shape != b.shape:
         raise ValueError(f"psnr needs same-shaped inputs, got {a.shape} and {b.shape}.")
@@ -263,9 +248,8 @@ def _diagonal(frame_size) -> float:
 
 
 def track_error(track, reference, frame_size: tuple[int, int]) -> TrackError:
-    """A centroid track against a reference track, both (T, 2) in pixels with NaN where the
-    object is absent, on frames of `frame_size` (H, W). See TrackError. NaN distance when
-    neither track shows the object in any frame."""
+    """TrackError of a centroid track against a reference, both (T, 2) px with NaN where the
+    object is absent, on frames of `frame_size` (H, W); NaN distance if neither shows it."""
     a, b = _tracks(track, reference, "track_error")
     penalty = _diagonal(frame_size)
     in_a, in_b = ~np.isnan(a).any(axis=1), ~np.isnan(b).any(axis=1)
@@ -304,14 +288,10 @@ def motion_match(track, reference, frame_size: tuple[int, int]) -> MotionMatch:
 
 @dataclass
 class CoherenceReport:
-    """Per-pair arrays (T-1,) for an edited clip and, when a source was given, the source's
-    own values as the reference level of a clip with real motion.
-
-    warp_error is warp_error(edited, source): with a source, the edited frames warped by the
-    source's flow where it is reliable (Lai et al.); without one, the edited clip's own flow
-    over every pixel. warp_reliable is the share of
-    pixels the flow it used trusts. own_warp_error (with a source) is the no-source measure
-    of the edited clip, source_warp_error the source's own warp error by its flow."""
+    """Per-pair arrays (T-1,) for an edited clip and, with a source, the source's own values
+    (the level of a clip with real motion). warp_error is warp_error(edited, source) and
+    warp_reliable the share of pixels its flow trusts; with a source, own_warp_error is
+    warp_error(edited) and source_warp_error the source's by its own flow."""
 
     warp_error: np.ndarray
     warp_reliable: np.ndarray
@@ -363,9 +343,8 @@ class CoherenceReport:
 
 
 def coherence_report(edited, source=None, progress: Progress | None = None) -> CoherenceReport:
-    """All temporal metrics of an edited clip, and against its source when given (see
-    CoherenceReport). Each clip's flows are computed once (2 per pair); ``progress(done,
-    total)`` is called after each."""
+    """All temporal metrics of an edited clip, and against its source when given; each clip's
+    flows (2 per pair) are computed once, with ``progress(done, total)`` after each."""
     if source is None:
         clips, resized_from = [as_frames(edited, "edited")], None
     else:

@@ -1,15 +1,12 @@
-"""The UNet patch: VRWKV blocks applied at ComfyUI's output-block hook.
-
-`VRWKVPatch` is the object registered with `ModelPatcher.set_model_output_block_patch`.
-It is a plain callable holding the blocks (an nn.Module), written around three ComfyUI
-behaviours (the integration tier runs them in a real ComfyUI):
-- `ModelPatcher.clone()` deep-copies model options: the patch returns itself from
-  `__deepcopy__`, so every clone runs the very module that is trained and saved;
-- `model_patches_to` is called with the load device and then with the UNet's dtype: `to()`
-  follows devices but keeps the blocks' own (training) dtype;
+"""The UNet patch: VRWKV blocks run at ComfyUI's output-block hook
+(`ModelPatcher.set_model_output_block_patch`), written around three ComfyUI behaviours:
+- `clone()` deep-copies model options: the patch's `__deepcopy__` returns itself, so every
+  clone runs the module that is trained and saved;
+- `model_patches_to` passes the load device, then the UNet's dtype: `to()` follows devices
+  and keeps the blocks' own (training) dtype;
 - with CFG the batch holds len(cond_or_uncond) videos of T frames each.
-On a window of a longer clip (vrwkv/windows.py) transformer_options carries the window's
-context, through which each block gets its Bi-WKV carry.
+On a window of a longer clip, transformer_options carries the window (vrwkv/windows.py),
+which hands each block its Bi-WKV carry.
 """
 
 import copy
@@ -23,11 +20,9 @@ from .windows import CONTEXT_KEY
 
 
 class VRWKVBlocks(nn.Module):
-    """The blocks named in a spec from layout.block_spec. `block` builds one block from
-    (channels, gate_channels, BlockConfig): the benchmarks swap in baseline mixers.
-    spec["norm_frames"] (set by the first tuning; for files tuned before it was recorded,
-    filled in from their training record by weights.load_weights) fixes the length the decay
-    is divided by (blocks.SpatialMix3D)."""
+    """The blocks named in a layout.block_spec; `block(channels, gate_channels, BlockConfig)`
+    builds one (the benchmarks swap in baseline mixers). spec["norm_frames"], set by the first
+    tuning, fixes the frame count the decay is divided by (blocks.SpatialMix3D)."""
 
     def __init__(self, spec: dict, block=VRWKVBlock3D):
         super().__init__()

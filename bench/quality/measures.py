@@ -1,7 +1,7 @@
-"""What the quality benchmark measures on one produced clip against its source clip, read by
-the world's detector (toyworld/fidelity.py: object track, captioned attributes) and by the
-pack's video metrics (vrwkv/metrics.py: track error and motion match against the source's
-track, warp error by the source's flow and by the clip's own, flicker)."""
+"""What the quality benchmark measures on one produced clip against its source: the world's
+detections (toyworld/fidelity.py: track, prompted attributes) and the pack's video metrics
+(vrwkv/metrics.py: track error and motion match against the source's track, warp error by
+the source's flow and by the clip's own, flicker)."""
 
 import torch
 

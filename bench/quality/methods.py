@@ -1,6 +1,6 @@
-"""The methods the quality benchmark compares, by name. A name may carry a learning rate,
-"name@lr" (e.g. "tav@1e-3"): the method at that rate instead of its recipe's (for VRWKV the
-tune node's `learning_rate`, which the blocks' multipliers scale)."""
+"""The methods the quality benchmark compares, by name; "name@lr" (e.g. "tav@1e-3") runs one at
+that learning rate instead of its recipe's (for VRWKV the tune node's `learning_rate`, which
+the blocks' multipliers scale)."""
 
 from dataclasses import replace
 

@@ -1,12 +1,10 @@
 """Tables and the picture strip from the units' records (run.py).
 
-A unit (one clip x tuning seed x frame count) is the statistical unit: its value of a
-measure is the mean over its sampling seeds (and prompts); a cell is the mean over units with
-a 95% confidence interval mean ± t(0.975, n-1) * sd / sqrt(n) over those units (Student's
-t: clips and tuning seeds vary, sampling seeds are averaged inside a unit). Paired rows
-give a method's difference from a reference unit by unit (same clip, same tuning seed; an
-untuned reference has one unit per clip), with the same interval; a difference counts only
-when its interval excludes 0.
+A unit (one method x clip x tuning seed x frame count) is the statistical unit: its value is
+the mean over its sampling seeds and prompts. A cell is the mean over units with a 95%
+Student-t interval over them; paired rows give a method's difference from a reference unit
+by unit (same clip and tuning seed; an untuned reference has one unit per clip), and a
+difference counts only when its interval excludes 0.
 """
 
 import numpy as np

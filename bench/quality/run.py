@@ -1,13 +1,13 @@
-"""Running the protocol: every method x clip x frame count x tuning seed is one unit; a unit
-tunes once and then runs both tracks on the tuned model:
-- generation (Tune-A-Video's one-shot task): the source prompt and each edit prompt sampled
-  from fresh noise, independent per frame, and (for the prompts in `shared`) one noise
-  shared by every frame, once per sampling seed, no inversion;
+"""Runs the protocol: each method x clip x frame count x tuning seed is one unit, which tunes
+once and runs both tracks on the tuned model:
+- generation (Tune-A-Video's one-shot task): the source prompt (and with gen_prompts "all"
+  each edit prompt) sampled from fresh noise, independent per frame and (for the prompts in
+  `shared`) one noise shared by every frame, once per sampling seed;
 - edit: DDIM inversion with the source prompt, each edit prompt sampled from it, and the
   reconstruction (source prompt, cfg 1).
-Units append to a JSON-lines file as they finish, keyed by everything that decides their
-result, so an interrupted or extended run redoes nothing; a few frames of each unit's first
-sample are cached (uint8) for the picture strip.
+Units are appended to a JSON-lines file as they finish, keyed by everything that decides
+their result, so an interrupted or extended run redoes nothing; every frame of each prompt's
+first sample is cached (uint8) for the picture strip.
 """
 
 import hashlib

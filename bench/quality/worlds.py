@@ -1,9 +1,7 @@
-"""The worlds the quality benchmark runs on. A world is what the benchmark needs of a toy
-world: its model file, its clips with their captions and edits, and a detector that reads
-each frame back (a detection with .x, .y (None without an object), .touches_edge, .colour
-and .named, the captioned attributes it shows, as toyworld/fidelity.py reads them). A
-second world (a textured one whose appearance can flicker) plugs in as another `World` in
-WORLDS.
+"""The worlds the quality benchmark runs on: a toy world's model file, its clips with their
+captions and edits, and a detector that reads each frame back (a detection with .x, .y (None
+without an object), .touches_edge, .colour and .named, as toyworld/fidelity.py reads them).
+Another world plugs in as a `World` in WORLDS.
 """
 
 from dataclasses import dataclass
