@@ -23,15 +23,17 @@ from pathlib import Path
 
 from . import machine_name
 from .quality import report
-from .quality.methods import METHODS, RECIPE_LR, method
+from .quality.methods import METHODS, NODE_LR, RECIPE_LR, method
 from .quality.run import Protocol, load_results, run, units
 from .quality.worlds import WORLDS, get_world
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
-# The final protocol's methods: the baselines at their recipe's and their best rate (the
-# sweep in bench/results/quality_screening_cpu.md), VRWKV as shipped and the default.
-DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "paper"]
+# The committed protocol's methods: the baselines at their recipe's rate and at 1e-3, the
+# nodes' defaults (the paper's block at the node's lr), the paper's block at Tune-A-Video's
+# rate, and cheaper blocks (bench/quality/methods.py).
+DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "paper@3e-5", "paper-mid", "paper-mid@3e-5", "lean",
+                   "lean@3e-5", "lean-cm1", "lean-cm1-low"]
 QUICK = dict(methods=["untuned", "tav", "default"], frames=[8], tune_seeds=[33], sample_seeds=[1000], clips=1,
              tune_steps=60)
 
@@ -48,8 +50,9 @@ def write_report(records: dict, specs: list, protocol: Protocol, path: Path, str
              f"{', '.join(c.name for c in world.cases[:protocol.clips])}; frames {list(protocol.frames)}; tuning "
              f"{protocol.tune_steps} steps with seeds {list(protocol.tune_seeds)}; DDIM {protocol.ddim_steps} steps, "
              f"cfg {protocol.cfg}, sampling seeds {list(protocol.sample_seeds)}. VRWKV rows: lr is VRWKV Tune On "
-             f"Video's `learning_rate` (recipe {RECIPE_LR:g}), which vrwkv/tuning.py's multipliers scale for the "
-             "blocks and their temporal parameters; Tune-A-Video: baselines/tune_a_video.py.", "",
+             f"Video's `learning_rate` (default {NODE_LR:g}), which vrwkv/tuning.py's multipliers scale for the "
+             f"blocks and their temporal parameters; Tune-A-Video: baselines/tune_a_video.py, recipe lr {RECIPE_LR:g}.",
+             "",
              "Cells: mean ± half-width of the 95% confidence interval, Student t over units (one unit = one clip x "
              "one tuning seed; its value is the mean over its sampling seeds and prompts; per-frame editing has "
              "one unit per clip). A difference is called only outside the intervals (see the paired rows).", ""]
@@ -82,7 +85,7 @@ def main(argv=None):
                    help=f"names from {', '.join(METHODS)}, each optionally @<lr>")
     p.add_argument("--world", default="flat", choices=list(WORLDS))
     p.add_argument("--clips", type=int, default=3)
-    p.add_argument("--frames", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--frames", type=int, nargs="+", default=[8])
     p.add_argument("--tune-seeds", type=int, nargs="+", default=[33, 34])
     p.add_argument("--sample-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
     p.add_argument("--tune-steps", type=int, default=300)
@@ -91,7 +94,7 @@ def main(argv=None):
     p.add_argument("--tracks", nargs="+", default=["generation", "edit"], choices=["generation", "edit"])
     p.add_argument("--gen-prompts", default="all", choices=["source", "all"])
     p.add_argument("--shared", default="source", choices=["none", "source", "all"])
-    p.add_argument("--reference", default="tav@1e-3", help="method the paired rows also compare with")
+    p.add_argument("--reference", default="tav", help="method the paired rows also compare with")
     p.add_argument("--name", default="quality", help="results file stem: <results>/<name>_cpu.*")
     p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default bench/results)")
     p.add_argument("--cache", type=Path, default=CACHE, help="where the strip's frames are kept (default "

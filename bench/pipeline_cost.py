@@ -16,6 +16,8 @@ Configurations are names, resolved when the run starts:
 - default: config.DEFAULT, what VRWKV Patch Model builds with its widget defaults;
 - paper: config.PAPER, the paper's block (4x channel mix, full projections, r/k/v unfused) at skip+mid,
   all levels;
+- lean: config.LEAN (no channel mix, rank-1/4 projections, r/k/v fused); lean-cm1: with a 1x
+  channel mix; lean-cm1-low: the 1x channel mix only at levels 0-1;
 - default-half: default with half_precision_sampling (a sampling-time choice).
 
 Precision (--precision fp32 | bf16 | fp16): the UNet's weights in that dtype, and tuning as
@@ -59,13 +61,15 @@ import torch
 from . import load_pack, machine_name
 
 load_pack()    # nothing in the pack imports ComfyUI at import time
-from vrwkv_editor.vrwkv.config import DEFAULT, PAPER  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT, LEAN, PAPER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "tune-a-video"
 BASELINES = ("plain", "tune-a-video", "tune-a-video-shipped")
 # name -> the VRWKV configuration (vrwkv/config.py), read when the run starts
-VRWKV = {"default": DEFAULT, "paper": PAPER, "default-half": DEFAULT.replace(half_precision_sampling=True)}
+VRWKV = {"default": DEFAULT, "paper": PAPER, "lean": LEAN, "lean-cm1": LEAN.replace(channel_mix=1),
+         "lean-cm1-low": LEAN.replace(channel_mix=1, channel_mix_max_level=1),
+         "default-half": DEFAULT.replace(half_precision_sampling=True)}
 CONFIGS = BASELINES + tuple(VRWKV)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAINING_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "bfloat16"}  # the tune node's widget values
@@ -464,7 +468,9 @@ def write_results(raw: dict, args, device: str, base: Path) -> None:
               "the tune node's loss curve while timed.", "",
               "Configurations: plain (to_q tuned); tune-a-video (faithful: encoder, mid and decoder modules "
               "train); tune-a-video-shipped (mid and decoder only, as its reentrant checkpointing leaves it); "
-              "default (VRWKV Patch Model's widget defaults at run time); paper (the paper's block).", ""]
+              "default (VRWKV Patch Model's widget defaults at run time); paper (the paper's block); lean (no "
+              "channel mix, rank-1/4 projections, r/k/v fused); lean-cm1 (lean with a 1x channel mix); lean-cm1-low "
+              "(that channel mix only at levels 0-1).", ""]
     if args.note:
         header += [args.note, ""]
     base.with_suffix(".md").write_text(table(raw, header, times=not args.busy))

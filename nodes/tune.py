@@ -68,8 +68,9 @@ class VRWKVTuneOnVideo:
                 "steps": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip":
                           "Tuning steps. 300-500 as in the paper; fewer keep more freedom for style edits, "
                           "more reproduce the clip more faithfully."}),
-                "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
-                                            "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5), used as is for the "
+                "learning_rate": ("FLOAT", {"default": TuneSettings.lr, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
+                                            "tooltip": "AdamW learning rate (Tune-A-Video's recipe: 3e-5, too little for the "
+                                                       "blocks to learn the clip's motion), used as is for the "
                                                        "query projections (trainable vrwkv+attn_q). The VRWKV blocks are "
                                                        f"new layers and learn at {BLOCK_LR_MULTIPLIER:g}x this, their "
                                                        f"temporal parameters (mu, decay, first) at "

@@ -60,7 +60,7 @@ VHS_OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "combine", "imag
 
 TUNE = {
     "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
-    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "learning_rate": 3e-5, "seed": 33, "trainable": "vrwkv",
+    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 300, "seed": 33, "trainable": "vrwkv",
                                                "gradient_checkpointing": True, "training_dtype": "auto",
                                                "save_name": NAME, "note": SOURCE}, None),
     "curve": ("PreviewImage", [3, 1], {}, "Loss curve"),

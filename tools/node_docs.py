@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import sys
-from pathlib import Path
 from unittest import mock
 
 from load_pack import ROOT, load_pack

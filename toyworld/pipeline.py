@@ -37,14 +37,14 @@ DECAY_SCALINGS = ("length", "frame", "none")
 @dataclass(frozen=True)
 class Method:
     """How a clip is edited. kind: "plain" (no temporal layers, no tuning), "vrwkv" (the
-    pack's blocks, built from `config` as VRWKV Patch Model builds them) or "tav"
+    pack's blocks, built from `config` as VRWKV Patch Model builds them; None: its default) or "tav"
     (Tune-A-Video). freeze_mu keeps every mu at its initial 1 (no temporal interpolation);
     decay_scaling is one of DECAY_SCALINGS; block_lr_multiplier and temporal_lr_multiplier
     replace the tuning's (vrwkv/tuning.py) where given."""
     name: str
     kind: str
     lr: float = 3e-5
-    config: BlockConfig = DEFAULT
+    config: BlockConfig | None = None
     freeze_mu: bool = False
     decay_scaling: str = "length"
     block_lr_multiplier: float | None = None
@@ -67,7 +67,7 @@ def prepare(base: ToyModel, method: Method):
     if method.kind == "plain":
         return model, {}, []
     if method.kind == "vrwkv":
-        spec = block_spec(unet_layout(model.unet), method.config)
+        spec = block_spec(unet_layout(model.unet), method.config or DEFAULT)
         blocks = VRWKVBlocks(spec)
         scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():

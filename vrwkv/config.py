@@ -72,5 +72,8 @@ class BlockConfig:
 
 # The paper's block: channel mix 4x, full projections, separate r/k/v passes, skip+mid.
 PAPER = BlockConfig()
-# What VRWKV Patch Model builds by default (bench/results/pipeline_cost_*.md, quality_cpu.md).
-DEFAULT = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
+# The cheapest block: no channel mix, rank-1/4 projections, r/k/v fused.
+LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
+# What VRWKV Patch Model builds by default: the only block that learned the clip's motion on the
+# generation track (bench/results/quality_cpu.md; its cost: pipeline_cost_cpu_full_64px_fp32.md).
+DEFAULT = PAPER

@@ -15,21 +15,23 @@ import torch
 
 from .blocks import is_temporal_parameter
 
-# 3e-5 * 100 = 3e-3 per step: up to ~0.9 over the recipe's 300 steps, across the range where
-# mu and decay change meaning without leaving it (reasoned, not measured).
+# Temporal parameters (mu, decay, first) at 100x the node's lr, without weight decay: at
+# Tune-A-Video's 3e-5 they would barely leave their init in 300 steps.
 TEMPORAL_LR_MULTIPLIER = 100.0
 # Adam's eps for the temporal parameters: `first` (u = first / L) gets ~1/L^2 of the others'
 # gradient, far below the recipe's eps of 1e-8, which would shrink its steps by orders of magnitude.
 TEMPORAL_EPS = 1e-16
-# At 20x the default block changes the toy model's output about as much as Tune-A-Video's
-# recipe does; at 1x it barely moves (bench/results/quality_cpu.md, "output change").
+# The blocks are new layers: at 1x the lr they barely move the toy model's output, at 20x
+# about as much as Tune-A-Video's recipe moves it (CONTRIBUTING.md, design notes).
 BLOCK_LR_MULTIPLIER = 20.0
 
 
 @dataclass(frozen=True)
 class TuneSettings:
+    """VRWKV Tune On Video's defaults. lr is 10x Tune-A-Video's 3e-5: at 3e-5 the blocks do not
+    learn the clip's motion in 300 steps (bench/results/quality_cpu.md)."""
     steps: int = 300
-    lr: float = 3e-5
+    lr: float = 3e-4
     seed: int = 0
     weight_decay: float = 1e-2
     grad_clip: float = 1.0

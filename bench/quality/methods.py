@@ -1,6 +1,6 @@
 """The methods the quality benchmark compares, by name; "name@lr" (e.g. "tav@1e-3") runs one at
-that learning rate instead of its recipe's (for VRWKV the tune node's `learning_rate`, which
-the blocks' multipliers scale)."""
+that learning rate instead of its default (Tune-A-Video: its recipe's; VRWKV: the tune node's
+`learning_rate`, which the blocks' multipliers scale)."""
 
 from dataclasses import replace
 
@@ -8,21 +8,24 @@ from toyworld.pipeline import Method
 from tools.load_pack import load_pack
 
 load_pack()
-from vrwkv_editor.vrwkv.config import DEFAULT, PAPER  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT, LEAN, PAPER  # noqa: E402
+from vrwkv_editor.vrwkv.tuning import TuneSettings  # noqa: E402
 
-RECIPE_LR = 3e-5      # Tune-A-Video's recipe and VRWKV Tune On Video's default learning rate
+RECIPE_LR = 3e-5              # Tune-A-Video's recipe
+NODE_LR = TuneSettings().lr   # VRWKV Tune On Video's default learning_rate
 
 
 def vrwkv(name: str, config=DEFAULT, **options) -> Method:
-    return Method(name, "vrwkv", lr=RECIPE_LR, config=config, **options)
+    return Method(name, "vrwkv", lr=NODE_LR, config=config, **options)
 
 
-METHODS = {m_name: m for m_name, m in {
+METHODS = {
     "untuned": Method("per-frame (no tuning)", "plain"),
     "tav": Method("Tune-A-Video", "tav", lr=RECIPE_LR),
-    "default": vrwkv("VRWKV, the node's default"),
+    "default": vrwkv("VRWKV, the nodes' defaults"),
     "paper": vrwkv("VRWKV, the paper's block", PAPER),
-    # one lean option at a time on the paper's block, and the reverse
+    "lean": vrwkv("VRWKV, lean block", LEAN),
+    # one option at a time on the paper's block, and on the lean block
     "paper-cm0": vrwkv("paper, no channel mix", PAPER.replace(channel_mix=0)),
     "paper-cm1": vrwkv("paper, channel mix 1x", PAPER.replace(channel_mix=1)),
     "paper-r4": vrwkv("paper, rank 1/4", PAPER.replace(rank=0.25)),
@@ -34,17 +37,18 @@ METHODS = {m_name: m for m_name, m in {
     "paper-decay-frame": vrwkv("paper, decay scaled per frame", PAPER, decay_scaling="frame"),
     "paper-blocks-x1": vrwkv("paper, blocks at 1x the lr", PAPER, block_lr_multiplier=1.0),
     "paper-temporal-x1": vrwkv("paper, temporal parameters at 1x the lr", PAPER, temporal_lr_multiplier=1.0),
-    "default-cm4": vrwkv("default, channel mix 4x", DEFAULT.replace(channel_mix=4)),
-    "default-cm1": vrwkv("default, channel mix 1x", DEFAULT.replace(channel_mix=1)),
-    "default-full": vrwkv("default, full rank", DEFAULT.replace(rank=None)),
-    "default-unfused": vrwkv("default, unfused r/k/v", DEFAULT.replace(fused_rkv=False)),
-    "default-mid": vrwkv("default, mid block only", DEFAULT.replace(placement="mid")),
-    "default-skip": vrwkv("default, skip blocks only", DEFAULT.replace(placement="skip")),
-    "default-half": vrwkv("default, half resolution and below", DEFAULT.replace(min_level=1)),
-    "default-temporal-x20": vrwkv("default, temporal parameters at the blocks' 20x", temporal_lr_multiplier=20.0),
-    "default-mu-off": vrwkv("default, temporal mix off (mu = 1)", freeze_mu=True),
-    "default-decay-frame": vrwkv("default, decay scaled per frame", decay_scaling="frame"),
-}.items()}
+    "lean-cm4": vrwkv("lean, channel mix 4x", LEAN.replace(channel_mix=4)),
+    "lean-cm1": vrwkv("lean, channel mix 1x", LEAN.replace(channel_mix=1)),
+    "lean-cm1-low": vrwkv("lean, channel mix 1x at levels 0-1", LEAN.replace(channel_mix=1, channel_mix_max_level=1)),
+    "lean-full": vrwkv("lean, full rank", LEAN.replace(rank=None)),
+    "lean-unfused": vrwkv("lean, unfused r/k/v", LEAN.replace(fused_rkv=False)),
+    "lean-mid": vrwkv("lean, mid block only", LEAN.replace(placement="mid")),
+    "lean-skip": vrwkv("lean, skip blocks only", LEAN.replace(placement="skip")),
+    "lean-half": vrwkv("lean, half resolution and below", LEAN.replace(min_level=1)),
+    "lean-temporal-x20": vrwkv("lean, temporal parameters at the blocks' 20x", LEAN, temporal_lr_multiplier=20.0),
+    "lean-mu-off": vrwkv("lean, temporal mix off (mu = 1)", LEAN, freeze_mu=True),
+    "lean-decay-frame": vrwkv("lean, decay scaled per frame", LEAN, decay_scaling="frame"),
+}
 
 
 def method(spec: str) -> Method:

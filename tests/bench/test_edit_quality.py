@@ -63,7 +63,7 @@ def test_a_tiny_run_writes_its_tables_and_strip_and_resumes(tmp_path):
                      ("generation", "edit", "independent"), ("edit", "edit", None)}
     text = (tmp_path / "q_cpu.md").read_text()
     assert "## Generation track, 3 frames" in text and "## Edit track, 3 frames" in text
-    assert "| VRWKV, the node's default | 1 |" in text and "Partial" not in text
+    assert "| VRWKV, the nodes' defaults | 1 |" in text and "Partial" not in text
     assert (tmp_path / "q_cpu_strip.png").stat().st_size > 0
     edit_quality.main(args)                                       # nothing left to do
     assert (tmp_path / "q_cpu.jsonl").read_text().splitlines() == lines

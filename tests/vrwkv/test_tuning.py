@@ -77,7 +77,7 @@ def largest_moves(steps, zero_gradients=False, **settings):
     with the temporal parameters in their own group."""
     s = Setup()
     before = s.state()
-    settings = TuneSettings(steps=steps, **settings)
+    settings = TuneSettings(steps=steps, **{"lr": 3e-5, **settings})
     step_loss = (lambda g: 0 * s.step_loss(g)) if zero_gradients else s.step_loss
     tune(param_groups(s.patch.blocks.named_parameters(), settings), step_loss, settings)
     after = s.patch.blocks.state_dict()
