@@ -4,8 +4,9 @@ never changed."""
 
 import torch
 
+from ..vrwkv.config import BlockConfig
 from ..vrwkv.tuning import BLOCK_LR_MULTIPLIER, TEMPORAL_LR_MULTIPLIER, TuneSettings, param_groups, step_frames
-from .common import CATEGORY, MEMORY_KNOBS, check_conditioning_batch, frames_and_size
+from .common import CATEGORY, MEMORY_KNOBS, check_conditioning_batch, find_patch, frames_and_size
 from .plots import as_image_tensor, loss_curve
 from .sampling import require_eps_model
 from .trainer import (TuneSampler, clip_latents, finish, keeping_completed_steps, prepare_trainer, progress_reporter,
@@ -27,9 +28,14 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
+LEAN_BLOCK_KNOB = ("use the lean block in VRWKV Patch Model (channel_mix none, projections rank 1/4, fused_rkv "
+                   "on): a fraction of the paper's block's tuning memory, though it learns the clip's motion less")
+
+
 def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, trainable: str, device: torch.device,
-                        window: int = 0, frames: int = 0):
-    """The settings that would lower tuning's memory, beginning with this node's own."""
+                        window: int = 0, frames: int = 0, config: BlockConfig | None = None):
+    """The settings that would lower tuning's memory, beginning with this node's own (config:
+    the MODEL's blocks)."""
     knobs = [] if gradient_checkpointing else ["turn gradient_checkpointing on"]
     if frames > 16 and not 0 < window <= 16:
         knobs.append("set window to 16 (or fewer) frames per tuning step")
@@ -37,6 +43,8 @@ def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, traina
         knobs.append("set training_dtype to auto (bfloat16)")
     if trainable != TRAINABLE[0]:
         knobs.append(f"set trainable to {TRAINABLE[0]}")
+    if config is not None and (config.channel_mix > 0 or config.rank is None):
+        knobs.append(LEAN_BLOCK_KNOB)
     return knobs + list(MEMORY_KNOBS)
 
 
@@ -118,7 +126,9 @@ class VRWKVTuneOnVideo:
         dtype = resolve_dtype(training_dtype, device)
         settings = TuneSettings(steps=steps, lr=learning_rate, seed=seed)
         info = training_record(samples, window, settings, trainable, dtype, note)
-        knobs = tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device, window, frames)
+        source = find_patch(model)
+        knobs = tuning_memory_knobs(gradient_checkpointing, dtype, trainable, device, window, frames,
+                                    BlockConfig.from_spec(source.blocks.spec) if source else None)
 
         with torch.inference_mode(False):
             tuned, patch = tunable_copy(model, NODE, norm_frames=step_frames(frames, window))
