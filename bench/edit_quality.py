@@ -14,7 +14,8 @@ counted) and lost share, displacement error and speed, attribute consistency, pr
 fidelity, warp error by the source's flow and by the clip's own, flicker, reconstruction PSNR.
 Results: bench/results/<name>_<device>.jsonl (every unit, appended as it finishes: a rerun
 or a longer protocol redoes nothing), .md (tables with 95% confidence intervals over clip x
-tuning-seed units, bench/quality/report.py) and _strip.png.
+tuning-seed units, bench/quality/report.py), _strip.png (every method) and _strip_short.png
+(per-frame, Tune-A-Video and the nodes' defaults).
 """
 
 import argparse
@@ -34,6 +35,7 @@ CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
 # rate, and cheaper blocks (bench/quality/methods.py).
 DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "paper@3e-5", "paper-mid", "paper-mid@3e-5", "lean",
                    "lean@3e-5", "lean-cm1", "lean-cm1-low"]
+SHORT_STRIP = ("untuned", "tav", "default")
 QUICK = dict(methods=["untuned", "tav", "default"], frames=[8], tune_seeds=[33], sample_seeds=[1000], clips=1,
              tune_steps=60)
 
@@ -75,6 +77,8 @@ def write_report(records: dict, specs: list, protocol: Protocol, path: Path, str
     tmp.replace(path)
     first = world.cases[0].name
     report.write_strip(rs, specs, cache, strip, first, protocol.frames[0])
+    short = [s for s in SHORT_STRIP if s in specs]
+    report.write_strip(rs, short, cache, strip.with_name(strip.stem + "_short.png"), first, protocol.frames[0])
     return text
 
 

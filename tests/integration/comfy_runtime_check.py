@@ -71,6 +71,7 @@ def windowed_runs(pack):
     GUIDER and SIGMAS give SamplerCustomAdvanced), the windowed MODEL cloned once more
     downstream; a fresh windowed MODEL's run; per-window sigmas and batches with CFG."""
     import comfy.samplers
+    from comfy.patcher_extension import WrappersMP
     node, common, windows = pack.nodes.patch_model, pack.nodes.common, pack.nodes.windows
     base = random_sd15("shallow")
     latent, pos, neg = inputs()
@@ -79,15 +80,16 @@ def windowed_runs(pack):
         act(common.find_patch(patched))
         calls = []
 
-        def spy(apply_model, args):
-            calls.append([args["input"].shape[0], len(args["cond_or_uncond"]),
-                          args["c"]["transformer_options"]["sigmas"].shape[0]])
-            return apply_model(args["input"], args["timestep"], **args["c"])
-        spied = patched.clone()
-        spied.set_model_unet_function_wrapper(spy)
+        def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
+            """An APPLY_MODEL wrapper inside the windows' own: what one window's call gets."""
+            calls.append([x.shape[0], len(transformer_options["cond_or_uncond"]),
+                          transformer_options["sigmas"].shape[0]])
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
         def windowed():
-            return windows.VRWKVContextWindows().apply(spied, 4, 1, True)[0].clone()
+            model = windows.VRWKVContextWindows().apply(patched, 4, 1, True)[0].clone()
+            model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "spy", spy)
+            return model
         model = windowed()
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 2)
         sampler = comfy.samplers.sampler_object("euler")
@@ -104,7 +106,8 @@ def windowed_runs(pack):
         first = cached.sample(noise(1), latent, sampler, sigmas, seed=1)
         second = cached.sample(noise(2), latent, sampler, sigmas, seed=2)
         fresh = guider(windowed()).sample(noise(2), latent, sampler, sigmas, seed=2)
-        store = model.model_options["model_function_wrapper"].store
+        [run_wrapper] = model.get_wrappers(WrappersMP.OUTER_SAMPLE, windows.WRAPPER_KEY)
+        store = run_wrapper.__self__.store
     return {"first": first.tolist(), "second": second.tolist(), "fresh": fresh.tolist(), "calls": calls,
             "store_empty_after_run": store.empty()}
 
