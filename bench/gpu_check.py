@@ -190,14 +190,13 @@ def windows_with_carry(block, x, gate, frames):
 
 
 def real_block(device, dry):
-    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64, the paper block and the node's
-    default: fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
+    """VRWKVBlock3D(320, gate 640) on 24 frames of 64x64, the paper block and the lean one
+    (the node's default is one of them): fp16 sampling with CFG (two videos) against the fp32 block, the clip in two
     windows with exact carry against the whole clip, and a bf16-autocast tuning step with
     checkpointing."""
     from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
-    from vrwkv_editor.vrwkv.config import DEFAULT, PAPER
-    # the blocks a user gets: the paper's and VRWKV Patch Model's default (config.DEFAULT, read at run time)
-    real_blocks = {"paper block": PAPER, "node default": DEFAULT}
+    from vrwkv_editor.vrwkv.config import LEAN, PAPER
+    real_blocks = {"paper block": PAPER, "lean block": LEAN}
     C, Cg, frames, size = (8, 16, 4, 4) if dry else (320, 640, 24, 64)
     x = torch.randn(2 * frames, C, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
     gate = torch.randn(2 * frames, Cg, size, size, device=device, generator=torch.Generator(device).manual_seed(1))
