@@ -211,7 +211,7 @@ class Session:
         """(model for inversion and sampling, trainer, trained parameters) of a baseline, with
         the tune node's precision handling: compute dtype, float32 query projections."""
         import comfy.utils
-        from vrwkv_editor.nodes.tune import float32_projection, query_weight_keys
+        from vrwkv_editor.nodes.trainer import float32_projection, query_weight_keys
 
         from baselines.tune_a_video import query_trainer, tune_a_video_comfy
         if config == "plain":

@@ -23,7 +23,7 @@ def run(*args):
 def test_same_precision_for_every_configuration_and_shipped_tune_a_video(tmp_path):
     common = ["--depth", "shallow", "--size", "2", "--repeats", "1", "--in-process", "--results", str(tmp_path)]
     run("bench.pipeline_cost", *common, "--precision", "bf16", "--case", "tune-a-video:2", "tune-a-video-shipped:2",
-        "default:2", "paper:2")
+        "default:2", "paper:2", "lean:2")
     run("bench.pipeline_cost", *common, "--precision", "fp32", "--phases", "tune", "--case", "plain:2", "default:2")
     bf16 = json.loads((tmp_path / "pipeline_cost_cpu_shallow_16px_bf16.json").read_text())
     fp32 = json.loads((tmp_path / "pipeline_cost_cpu_shallow_16px_fp32.json").read_text())
@@ -35,6 +35,6 @@ def test_same_precision_for_every_configuration_and_shipped_tune_a_video(tmp_pat
     assert "invert" not in fp32["plain|2|on"][0]                          # --phases tune
     shipped, faithful = bf16["tune-a-video-shipped|2|on"][0]["params"], bf16["tune-a-video|2|on"][0]["params"]
     assert 0 < shipped < faithful
-    assert bf16["default|2|on"][0]["params"] < bf16["paper|2|on"][0]["params"]
+    assert bf16["lean|2|on"][0]["params"] < bf16["paper|2|on"][0]["params"] == bf16["default|2|on"][0]["params"]
     out = run("bench.edit_minutes", "--precision", "bf16", "--size", "2", "--device", "cpu", "--results", str(tmp_path))
     assert "| 2 | default | bfloat16 |" in out and "| 2 | tune-a-video | bfloat16 |" in out
