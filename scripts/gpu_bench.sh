@@ -5,18 +5,7 @@
 # a check fails.
 #   COMFYUI_PATH=<ComfyUI> bash scripts/gpu_bench.sh    # on the GPU machine, from a copy of the repo
 #   bash scripts/gpu_bench.sh --dry-run                 # CPU, Triton's interpreter, tiny sizes (CI)
-# Python and requirements as scripts/gpu_check.sh; the pipeline sections need COMFYUI_PATH and
+# Python and requirements: scripts/gpu_python.sh; the pipeline sections need COMFYUI_PATH and
 # run under COMFYUI_PYTHON (default: the same Python, which then needs ComfyUI's requirements).
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-PY="${PYTHON:-python3}"
-if [[ " $* " == *" --dry-run "* && -z "${PYTHON:-}" && -x .venv/bin/python ]]; then
-    PY=.venv/bin/python
-fi
-if ! "$PY" -c "import torch, triton, einops, safetensors, numpy, pytest" 2>/dev/null; then
-    echo "gpu_bench: installing the pack's requirements and pytest (torch is left as it is)"
-    "$PY" -m pip install --quiet --retries 1 --timeout 20 -r requirements.txt pytest
-fi
-export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
+source "$(dirname "$0")/gpu_python.sh"
 exec "$PY" -m bench.gpu_bench "$@"

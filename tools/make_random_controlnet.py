@@ -9,13 +9,10 @@ trained ControlNet's are far from zero too), so its hint visibly changes the sam
 everything is seeded.
 """
 
-import argparse
-import os
-import sys
-
 import torch
 
-from make_random_sd15 import DEPTHS, torch_default_init, unet_config
+import make_random_sd15
+from make_random_sd15 import torch_default_init, unet_config
 
 
 def build(depth: str) -> dict:
@@ -28,20 +25,5 @@ def build(depth: str) -> dict:
     return {"control_model." + k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--depth", choices=sorted(DEPTHS), required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    sys.path.insert(0, os.environ["COMFYUI_PATH"])
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    tmp = args.out + ".tmp"
-    save_file(build(args.depth), tmp)
-    os.replace(tmp, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    make_random_sd15.main(build)

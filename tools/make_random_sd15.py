@@ -60,7 +60,9 @@ def build(depth: str) -> dict:
     return sd
 
 
-def main():
+def main(build=build):
+    """Writes build(--depth) to --out atomically, seeded, under ComfyUI's CPU settings
+    (make_random_controlnet.py passes its own build)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", choices=sorted(DEPTHS), required=True)
     ap.add_argument("--out", required=True)

@@ -39,3 +39,13 @@ def test_a_mismatch_fails_the_check(tmp_path, monkeypatch):
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 1
     text = out.read_text()
     assert "result: **FAIL**" in text and "(FAILED)" in text and "MISMATCH" in text
+
+
+@pytest.mark.parametrize("script", ["gpu_check", "gpu_bench"])
+def test_script_finds_its_python_and_module_from_any_folder(tmp_path, script):
+    """The shell entry points (their shared preamble scripts/gpu_python.sh) reach the module
+    from another working directory, with the project venv under --dry-run."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / f"{script}.sh"), "--dry-run", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"usage: {script}.py" in proc.stdout
