@@ -19,6 +19,7 @@ tuning-seed units, bench/quality/report.py), _strip.png (every method) and _stri
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -41,13 +42,13 @@ QUICK = dict(methods=["untuned", "tav", "default"], frames=[8], tune_seeds=[33],
 
 
 def write_report(records: dict, specs: list, protocol: Protocol, path: Path, strip: Path, cache: Path,
-                 reference: str | None, minutes: float, partial: tuple) -> str:
+                 reference: str | None, minutes: float, partial: tuple, command: str) -> str:
     rs = list(records.values())
     world = get_world(protocol.world)
     lines = [f"# Edit quality on the {protocol.world} toy world", "",
              *([f"**Partial: {partial[0]} of {partial[1]} units done.**", ""] if partial[0] < partial[1] else []),
              f"Machine: {machine_name('cpu')}, one process of one torch thread (wall time of this invocation "
-             f"{minutes:.0f} min; tuning times are contended unless stated otherwise).", "",
+             f"{minutes:.0f} min; tuning times are contended unless stated otherwise). Command: `{command}`.", "",
              f"Model: {world.weights.relative_to(world.weights.parents[2])}. Clips: "
              f"{', '.join(c.name for c in world.cases[:protocol.clips])}; frames {list(protocol.frames)}; tuning "
              f"{protocol.tune_steps} steps with seeds {list(protocol.tune_seeds)}; DDIM {protocol.ddim_steps} steps, "
@@ -71,6 +72,8 @@ def write_report(records: dict, specs: list, protocol: Protocol, path: Path, str
                 lines += report.paired(groups, ref, "track_px", report.HEADLINE, "{:.2f}") + [""]
         if "edit" in protocol.tracks:
             lines += [f"## Edit track, {frames} frames", ""] + report.table(groups, report.EDIT, extra=False) + [""]
+            for ref in dict.fromkeys(r for r in ("untuned", reference) if r and groups.get(r)):
+                lines += report.paired_table(groups, ref, report.EDIT_TEMPORAL) + [""]
     text = "\n".join(lines) + "\n"
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(text)
@@ -104,6 +107,7 @@ def main(argv=None):
     p.add_argument("--cache", type=Path, default=CACHE, help="where the strip's frames are kept (default "
                    "output/quality_cache)")
     args = p.parse_args(argv)
+    command = " ".join(["bash scripts/bench.sh edit_quality", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
@@ -127,11 +131,11 @@ def main(argv=None):
         done = load_results(path)
         mine = {u.key(): done[u.key()] for u in units(args.methods, protocol) if u.key() in done}
         write_report(mine, args.methods, protocol, table_path, strip, args.cache, args.reference,
-                     (time.perf_counter() - start) / 60, (len(mine), total))
+                     (time.perf_counter() - start) / 60, (len(mine), total), command)
 
     records = run(args.methods, protocol, path, args.cache, progress)
     text = write_report(records, args.methods, protocol, table_path, strip, args.cache, args.reference,
-                        (time.perf_counter() - start) / 60, (len(records), total))
+                        (time.perf_counter() - start) / 60, (len(records), total), command)
     print(text)
 
 

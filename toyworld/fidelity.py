@@ -1,17 +1,19 @@
 """Toy-world measures of an edited clip from a world's detections (anything with .x, .y,
 .touches_edge, .colour and .named): the object's track, the share of frames showing the
-prompted attributes and how often neighbouring frames agree on them. The generic video
-metrics are the pack's (vrwkv/metrics.py)."""
+prompted attributes, how often neighbouring frames agree on them and, in the textured world,
+on the texture's unnamed detail. The generic video metrics are the pack's (vrwkv/metrics.py)."""
 
 import numpy as np
 import torch
 
 from .detector import Detection, detect
+from .textured_detector import detail_similarity
 
 
-def detections(frames: torch.Tensor) -> list:
-    """(T, 3, H, W) in [-1, 1] -> one Detection per frame."""
-    return [detect(f) for f in frames]
+def detections(frames: torch.Tensor, detector=detect) -> list:
+    """(T, 3, H, W) in [-1, 1] -> one detection per frame (by default the flat world's
+    detector; worlds.get_world(name).detect for another world)."""
+    return [detector(f) for f in frames]
 
 
 def track(found: list) -> np.ndarray:
@@ -38,15 +40,34 @@ def named_fidelity(found: list, named: tuple, frames: np.ndarray) -> float:
     return sum(d.named == tuple(named) for d in chosen) / len(chosen)
 
 
+def _neighbours(found: list, frames: np.ndarray) -> list:
+    return [(a, b) for a, b, keep_a, keep_b in zip(found, found[1:], frames, frames[1:]) if keep_a and keep_b]
+
+
 def attribute_consistency(found: list, frames: np.ndarray) -> float:
-    """Share of consecutive pairs of selected frames whose detected colour and shape agree: the
-    way an edit flickers in this world, where an object's appearance is a palette colour and a
-    shape (a frame without an object disagrees with any frame). NaN when no two neighbouring
-    frames are selected (an object that is whole only now and then, as on the exit path)."""
-    pairs = [(a, b) for a, b, keep_a, keep_b in zip(found, found[1:], frames, frames[1:]) if keep_a and keep_b]
+    """Share of consecutive pairs of selected frames whose detected named attributes (colour
+    and shape) agree: the way an edit flickers in what a caption names (a frame without an
+    object disagrees with any frame). NaN when no two
+    neighbouring frames are selected (an object that is whole only now and then, as on the
+    exit path)."""
+    pairs = _neighbours(found, frames)
     if not pairs:
         return float("nan")
     return sum(a.colour is not None and a.named == b.named for a, b in pairs) / len(pairs)
+
+
+def detail_consistency(found: list, frames: np.ndarray) -> float:
+    """Textured world: mean over consecutive pairs of selected frames of the similarity of the
+    object's texture descriptors (textured_detector.detail_similarity: 1 = the same texture in
+    the same place on the object, ~0 = unrelated, e.g. stripes in one frame and spots in the
+    next), a frame without an object or texture counting 0: how steady the detail the
+    caption does not name stays. NaN when no two
+    neighbouring frames are selected. A rendered clip scores about 0.99."""
+    pairs = _neighbours(found, frames)
+    if not pairs:
+        return float("nan")
+    scores = [detail_similarity(a, b) for a, b in pairs]
+    return float(np.mean([0.0 if np.isnan(s) else s for s in scores]))
 
 
 def as_image_batch(frames: torch.Tensor) -> np.ndarray:
@@ -55,4 +76,4 @@ def as_image_batch(frames: torch.Tensor) -> np.ndarray:
 
 
 __all__ = ["Detection", "detections", "track", "whole_in_frame", "edit_fidelity", "named_fidelity",
-           "attribute_consistency", "as_image_batch"]
+           "attribute_consistency", "detail_consistency", "as_image_batch"]

@@ -8,6 +8,7 @@ pack's patches see what they see inside ComfyUI.
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ from torch import nn
 
 from .text import TextEncoder
 from .unet import ToyUNet
+from .worlds import get_world
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "toy_unet.safetensors"
+WEIGHTS = get_world("flat").weights
 
 
 def sd15_alphas_cumprod(steps: int = 1000) -> torch.Tensor:
@@ -26,16 +28,19 @@ def sd15_alphas_cumprod(steps: int = 1000) -> torch.Tensor:
 
 
 class ToyModel(nn.Module):
-    def __init__(self, unet_config: dict | None = None, text_width: int = 64):
+    """A world's model: the text encoder knows that world's caption vocabulary."""
+
+    def __init__(self, unet_config: dict | None = None, text_width: int = 64, world: str = "flat"):
         super().__init__()
+        self.world = get_world(world).name
         self.unet = ToyUNet(**(unet_config or {}))
-        self.text = TextEncoder(text_width)
+        self.text = TextEncoder(text_width, get_world(world).vocab, get_world(world).tokens)
         a = sd15_alphas_cumprod()
         self.register_buffer("alphas_cumprod", a.float(), persistent=False)
         self.register_buffer("sigmas", ((1 - a) / a).sqrt().float(), persistent=False)
 
     def config(self) -> dict:
-        return {"unet": self.unet.config, "text_width": self.text.width}
+        return {"unet": self.unet.config, "text_width": self.text.width, "world": self.world}
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Nearest training timestep to each sigma (in log sigma), as ComfyUI's discrete sampling."""
@@ -71,28 +76,35 @@ class Guided:
         return uncond + (cond - uncond) * self.cfg
 
 
-def save_model(model: ToyModel, path, metadata: dict, dtype=torch.float16) -> Path:
+def save_model(model: ToyModel, path, metadata: dict, dtype=torch.float16, replace: bool = False) -> Path:
+    """Writes the model atomically; returns the path written. An existing file is kept (the
+    first free numbered name is written instead) unless `replace` (a training run's own output)."""
     from tools.load_pack import load_pack
     load_pack()
     from vrwkv_editor.vrwkv.files import save_safetensors_atomic
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     meta["config"] = json.dumps(model.config())
-    return save_safetensors_atomic(tensors, path, meta)
+    if not replace:
+        return save_safetensors_atomic(tensors, path, meta)
+    path = Path(path)
+    os.replace(save_safetensors_atomic(tensors, path.with_name(f".{path.name}.new"), meta), path)
+    return path
 
 
 def load_model(path=WEIGHTS) -> tuple:
-    """(ToyModel in float32, eval mode, metadata dict)."""
+    """(ToyModel in float32, eval mode, metadata dict). Files without a world in their config
+    are the flat world's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"toy model weights not found at {path}: train them with "
-                                "`python -m toyworld.train --out {path}`")
+                                f"`python -m toyworld.train --world <world> --out {path}`")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k).float() for k in f.keys()}
     if "config" not in meta:
         raise ValueError(f"{path} has no 'config' metadata: not a toy-world model file")
     config = json.loads(meta["config"])
-    model = ToyModel(config["unet"], config["text_width"])
+    model = ToyModel(config["unet"], config["text_width"], config.get("world", "flat"))
     model.load_state_dict(state)
     return model.eval().requires_grad_(False), meta

@@ -35,6 +35,11 @@ class Spec:
         words = ["a", self.size, self.colour, self.shape] if with_size else ["a", self.colour, self.shape]
         return " ".join(words)
 
+    @property
+    def named(self) -> tuple:
+        """What the detector must read back for the image to adhere: (colour, shape)."""
+        return self.colour, self.shape
+
 
 def background(size: int = SIZE) -> torch.Tensor:
     """(3, size, size): a soft vertical grey gradient, the same in every image."""
@@ -42,22 +47,37 @@ def background(size: int = SIZE) -> torch.Tensor:
     return ramp[None, :, None].expand(3, size, size).clone()
 
 
-def coverage(shape: str, radius: float, x: float, y: float, size: int = SIZE) -> torch.Tensor:
-    """(size, size) share of each pixel covered by the shape centred (area centroid) at x, y."""
+def subpixels(size: int = SIZE) -> tuple:
+    """(py, px), each (size * 4, size * 4): the centres of a 4x4 grid of sub-pixels per pixel,
+    in pixel coordinates. Renderers draw at sub-pixels and `downsample` averages them, which
+    anti-aliases edges and fine texture alike."""
+    c = (torch.arange(size * _SUPER, dtype=torch.float32) + 0.5) / _SUPER
+    return torch.meshgrid(c, c, indexing="ij")
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """(..., size * 4, size * 4) sub-pixel values -> (..., size, size) pixel means."""
+    h, w = x.shape[-2] // _SUPER, x.shape[-1] // _SUPER
+    return x.reshape(*x.shape[:-2], h, _SUPER, w, _SUPER).mean(dim=(-3, -1))
+
+
+def inside(shape: str, radius: float, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Which points at offsets (dx, dy) from the shape's centre (area centroid) it covers."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
-    n = size * _SUPER
-    c = (torch.arange(n, dtype=torch.float32) + 0.5) / _SUPER
-    py, px = torch.meshgrid(c, c, indexing="ij")
-    dx, dy = px - x, py - y
     if shape == "circle":
-        inside = dx * dx + dy * dy <= radius * radius
-    elif shape == "square":
-        inside = (dx.abs() <= radius) & (dy.abs() <= radius)
-    else:  # isosceles, apex up, base 2r, height 2r; its centroid lies a third up from the base
-        from_apex = dy + 4 * radius / 3
-        inside = (from_apex >= 0) & (from_apex <= 2 * radius) & (dx.abs() <= from_apex / 2)
-    return inside.float().reshape(size, _SUPER, size, _SUPER).mean(dim=(1, 3))
+        return dx * dx + dy * dy <= radius * radius
+    if shape == "square":
+        return (dx.abs() <= radius) & (dy.abs() <= radius)
+    # isosceles, apex up, base 2r, height 2r; its centroid lies a third up from the base
+    from_apex = dy + 4 * radius / 3
+    return (from_apex >= 0) & (from_apex <= 2 * radius) & (dx.abs() <= from_apex / 2)
+
+
+def coverage(shape: str, radius: float, x: float, y: float, size: int = SIZE) -> torch.Tensor:
+    """(size, size) share of each pixel covered by the shape centred (area centroid) at x, y."""
+    py, px = subpixels(size)
+    return downsample(inside(shape, radius, px - x, py - y).float())
 
 
 def render(spec: Spec, size: int = SIZE) -> torch.Tensor:

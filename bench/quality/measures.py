@@ -1,11 +1,13 @@
 """What the quality benchmark measures on one produced clip against its source: the world's
 detections (toyworld/fidelity.py: track, prompted attributes) and the pack's video metrics
 (vrwkv/metrics.py: track error and motion match against the source's track, warp error by
-the source's flow and by the clip's own, flicker)."""
+the source's flow and by the clip's own, flicker); with a detector that reads texture
+(.detail), how steady the unnamed detail stays."""
 
 import torch
 
-from toyworld.fidelity import as_image_batch, attribute_consistency, named_fidelity, track, whole_in_frame
+from toyworld.fidelity import (as_image_batch, attribute_consistency, detail_consistency, named_fidelity, track,
+                               whole_in_frame)
 from tools.load_pack import load_pack
 
 load_pack()
@@ -39,4 +41,5 @@ def measure(frames: torch.Tensor, source: Source, named: tuple) -> dict:
         "consistency": attribute_consistency(found, source.whole),
         "warp": report["warp_error"], "own_warp": report["own_warp_error"], "flicker": report["flicker"],
         "source_warp": report["source_warp_error"],
+        **({"detail": detail_consistency(found, source.whole)} if hasattr(source.found[0], "detail") else {}),
     }

@@ -64,15 +64,24 @@ EDIT = [
     ("warp error, source's flow ↓", "warp", {"track": "edit"}, "{:.4f}"),
     ("own warp error ↓", "own_warp", {"track": "edit"}, "{:.4f}"),
     ("flicker ↓", "flicker", {"track": "edit"}, "{:.4f}"),
+    ("detail consistency ↑", "detail", {"track": "edit"}, "{:.3f}"),
     ("reconstruction PSNR dB ↑", "recon_psnr", {"track": "edit"}, "{:.1f}"),
 ]
+# the edit track's temporal measures, compared unit by unit (paired_table)
+EDIT_TEMPORAL = [c for c in EDIT if c[1] in ("consistency", "warp", "own_warp", "flicker", "detail")]
 
 
 def by_method(records: list, specs: list, frames: int) -> dict:
     return {s: [r for r in records if r["spec"] == s and r["frames"] == frames] for s in specs}
 
 
+def measured(groups: dict, columns: list) -> list:
+    """The columns some unit measured (a world without texture has no detail consistency)."""
+    return [c for c in columns if any(c[1] in row for rs in groups.values() for r in rs for row in r["rows"])]
+
+
 def table(groups: dict, columns: list, extra: bool = True) -> list:
+    columns = measured(groups, columns)
     lines = ["| method | units | " + " | ".join(h for h, *_ in columns) + (" | tuning s | output change |" if extra
                                                                              else " |"),
              "|---|---|" + "---|" * (len(columns) + (2 if extra else 0))]
@@ -86,9 +95,26 @@ def table(groups: dict, columns: list, extra: bool = True) -> list:
     return lines
 
 
-def paired(groups: dict, reference: str, key: str, sel: dict, pattern: str) -> list:
-    """Each method minus `reference`, unit by unit (matched on clip and tuning seed, or on
+def differences(groups: dict, reference: str, spec: str, key: str, sel: dict) -> list:
+    """`spec`'s units minus `reference`'s, unit by unit (matched on clip and tuning seed, or on
     clip alone when the reference has one unit per clip)."""
+    ref = groups.get(reference) or []
+    diffs = []
+    for r in groups.get(spec) or []:
+        match = [q for q in ref if q["case"] == r["case"] and q["tune_seed"] == r["tune_seed"]] or \
+                [q for q in ref if q["case"] == r["case"] and q["kind"] == "plain"]
+        if match:
+            diffs.append(unit_value(r, key, **sel) - unit_value(match[0], key, **sel))
+    return diffs
+
+
+def verdict(mean: float, half: float) -> str:
+    return "no difference shown" if not np.isfinite(half) or abs(mean) <= half else (
+        "lower" if mean < 0 else "higher")
+
+
+def paired(groups: dict, reference: str, key: str, sel: dict, pattern: str) -> list:
+    """Each method minus `reference` on one measure, with the interval's verdict."""
     ref = groups.get(reference) or []
     if not ref:
         return []
@@ -96,16 +122,32 @@ def paired(groups: dict, reference: str, key: str, sel: dict, pattern: str) -> l
     for spec, rs in groups.items():
         if spec == reference or not rs:
             continue
-        diffs = []
-        for r in rs:
-            match = [q for q in ref if q["case"] == r["case"] and q["tune_seed"] == r["tune_seed"]] or \
-                    [q for q in ref if q["case"] == r["case"] and q["kind"] == "plain"]
-            if match:
-                diffs.append(unit_value(r, key, **sel) - unit_value(match[0], key, **sel))
+        diffs = differences(groups, reference, spec, key, sel)
         mean, half = ci95(diffs)
-        verdict = "no difference shown" if not np.isfinite(half) or abs(mean) <= half else (
-            "lower" if mean < 0 else "higher")
-        lines.append(f"| {rs[0]['method']} | {len(diffs)} | {fmt(mean, half, pattern)} | {verdict} |")
+        lines.append(f"| {rs[0]['method']} | {len(diffs)} | {fmt(mean, half, pattern)} | {verdict(mean, half)} |")
+    return lines
+
+
+def paired_table(groups: dict, reference: str, columns: list) -> list:
+    """Each method minus `reference` on several measures; a cell whose interval excludes 0 is
+    marked with the side it falls on (lower / higher: read with the column's arrow)."""
+    ref = groups.get(reference) or []
+    columns = measured(groups, columns)
+    if not ref:
+        return []
+    lines = [f"| method minus {ref[0]['method']} | units | " + " | ".join(h for h, *_ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for spec, rs in groups.items():
+        if spec == reference or not rs:
+            continue
+        cells, n = [], 0
+        for _, key, sel, pattern in columns:
+            diffs = differences(groups, reference, spec, key, sel)
+            mean, half = ci95(diffs)
+            v = verdict(mean, half)
+            cells.append(fmt(mean, half, pattern) + ("" if v == "no difference shown" else f" **{v}**"))
+            n = max(n, len(diffs))
+        lines.append(f"| {rs[0]['method']} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 

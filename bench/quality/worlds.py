@@ -1,7 +1,8 @@
 """The worlds the quality benchmark runs on: a toy world's model file, its clips with their
 captions and edits, and a detector that reads each frame back (a detection with .x, .y (None
-without an object), .touches_edge, .colour and .named, as toyworld/fidelity.py reads them).
-Another world plugs in as a `World` in WORLDS.
+without an object), .touches_edge, .colour and .named, as toyworld/fidelity.py reads them;
+with .detail, the textured world's, also the unnamed detail). Another world plugs in as a
+`World` in WORLDS.
 """
 
 from dataclasses import dataclass
@@ -10,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from toyworld.detector import detect
-from toyworld.model import WEIGHTS
+from toyworld import textured
 from toyworld.world import Spec, make_clip
+from toyworld.worlds import get_world as toy_world
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,25 @@ def flat_case(path_kind: str, colour: str, shape: str, path_seed: int, edits: tu
                 lambda frames: make_clip(path_kind, frames, spec, path_seed)[0])
 
 
+def textured_case(case: textured.EditCase) -> Case:
+    return Case(case.name, case.source_prompt, case.spec.named, tuple(zip(case.edit_prompts, case.edits)),
+                lambda frames: case.clip(frames)[0])
+
+
 # One edit per clip that per-frame editing flickers on (a blue circle) and one it does cleanly
 # (toyworld/README.md); the exit path's half-visible object is left out (the model never saw one).
-FLAT = World("flat", WEIGHTS, (
+FLAT = World("flat", toy_world("flat").weights, (
     flat_case("zigzag", "red", "circle", 1, (("blue", "circle"), ("red", "square"))),
     flat_case("curved", "yellow", "circle", 3, (("blue", "circle"), ("yellow", "square"))),
     flat_case("speed", "blue", "square", 4, (("red", "square"), ("blue", "circle"))),
-), detect)
+), toy_world("flat").detect)
 
-WORLDS = {"flat": FLAT}
+# Textured objects over textured, panning backdrops: the texture's kind, orientation and phase
+# are detail no caption names, which a per-frame edit may redraw in every frame.
+TEXTURED = World("textured", toy_world("textured").weights,
+                 tuple(textured_case(c) for c in textured.edit_cases(4)), toy_world("textured").detect)
+
+WORLDS = {"flat": FLAT, "textured": TEXTURED}
 
 
 def get_world(name: str) -> World:

@@ -35,6 +35,23 @@ def test_paired_rows_match_units_and_call_a_difference_only_outside_the_interval
     assert lines[-1].startswith("| n | 6 | 0.00 ±") and lines[-1].endswith("| no difference shown |")
 
 
+def edit_record(spec, kind, case, seed, flicker, detail=None):
+    row = {"track": "edit", "flicker": flicker, **({} if detail is None else {"detail": detail})}
+    return {"spec": spec, "method": spec, "kind": kind, "case": case, "tune_seed": seed, "frames": 8, "rows": [row]}
+
+
+def test_the_edit_tracks_paired_table_marks_only_differences_outside_the_interval():
+    cases = (("a", 0.010), ("b", 0.020), ("c", 0.015))
+    untuned = [edit_record("untuned", "plain", c, 1, f, 0.5) for c, f in cases]
+    steadier = [edit_record("m", "vrwkv", c, s, f - 0.005 + 0.0001 * s, 0.5 + 0.01 * s) for c, f in cases for s in (1, 2)]
+    lines = report.paired_table({"untuned": untuned, "m": steadier}, "untuned", report.EDIT_TEMPORAL)
+    assert lines[0] == "| method minus untuned | units | flicker ↓ | detail consistency ↑ |"
+    assert lines[-1] == "| m | 6 | -0.0049 ± 0.0001 **lower** | 0.015 ± 0.006 **higher** |"
+    # a world without texture measures no detail: the column is left out, not shown as n/a
+    flat = {"untuned": [edit_record("untuned", "plain", c, 1, f) for c, f in cases]}
+    assert [h for h, *_ in report.measured(flat, report.EDIT_TEMPORAL)] == ["flicker ↓"]
+
+
 def test_methods_by_name_and_rate():
     assert method("tav@1e-3").lr == 1e-3 and method("tav").lr == 3e-5
     with pytest.raises(ValueError, match="unknown method"):
@@ -67,3 +84,13 @@ def test_a_tiny_run_writes_its_tables_and_strip_and_resumes(tmp_path):
     assert (tmp_path / "q_cpu_strip.png").stat().st_size > 0
     edit_quality.main(args)                                       # nothing left to do
     assert (tmp_path / "q_cpu.jsonl").read_text().splitlines() == lines
+
+
+def test_the_textured_world_runs_and_measures_its_unnamed_detail(tmp_path):
+    args = ["--world", "textured", "--methods", "untuned", "--clips", "1", "--frames", "3", "--tune-seeds", "1",
+            "--sample-seeds", "5", "--tune-steps", "1", "--ddim-steps", "2", "--tracks", "edit",
+            "--results", str(tmp_path), "--cache", str(tmp_path / "cache"), "--name", "t"]
+    edit_quality.main(args)
+    unit = json.loads((tmp_path / "t_cpu.jsonl").read_text())
+    assert all(np.isfinite(r["detail"]) for r in unit["rows"]) and len(unit["rows"]) == 2
+    assert "detail consistency ↑" in (tmp_path / "t_cpu.md").read_text()
