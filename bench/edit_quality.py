@@ -32,10 +32,10 @@ from .quality.worlds import WORLDS, get_world
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
 # The committed protocol's methods: the baselines at their recipe's rate and at 1e-3, the
-# nodes' defaults (the paper's block at the node's lr), the paper's block at Tune-A-Video's
-# rate, and cheaper blocks (bench/quality/methods.py).
-DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default@1e-4", "paper@3e-5", "paper-mid", "paper-mid@3e-5", "lean",
-                   "lean@3e-5", "lean-cm1", "lean-cm1-low"]
+# nodes' defaults (the paper's block at the node's lr) and at 1e-4 and with each lr multiplier
+# at 1x, the paper's block at Tune-A-Video's rate, and cheaper blocks (bench/quality/methods.py).
+DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default@1e-4", "paper-blocks-x1", "paper-temporal-x1",
+                   "paper@3e-5", "paper-mid", "paper-mid@3e-5", "lean", "lean@3e-5", "lean-cm1", "lean-cm1-low"]
 SHORT_STRIP = ("untuned", "tav", "default")
 QUICK = dict(methods=["untuned", "tav", "default"], frames=[8], tune_seeds=[33], sample_seeds=[1000], clips=1,
              tune_steps=60)
