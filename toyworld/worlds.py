@@ -9,9 +9,9 @@ A scene's `named` attributes are what its caption names; an image adheres to its
 when the detector reads them back (`adheres`).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from . import detector, textured, textured_detector, world
 from .text import TOKENS, VOCAB
