@@ -47,9 +47,8 @@ def _neighbours(found: list, frames: np.ndarray) -> list:
 def attribute_consistency(found: list, frames: np.ndarray) -> float:
     """Share of consecutive pairs of selected frames whose detected named attributes (colour
     and shape) agree: the way an edit flickers in what a caption names (a frame without an
-    object disagrees with any frame). NaN when no two
-    neighbouring frames are selected (an object that is whole only now and then, as on the
-    exit path)."""
+    object disagrees with any frame). NaN when no two neighbouring frames are selected (an
+    object that is whole only now and then, as on the exit path)."""
     pairs = _neighbours(found, frames)
     if not pairs:
         return float("nan")
@@ -61,8 +60,8 @@ def detail_consistency(found: list, frames: np.ndarray) -> float:
     object's texture descriptors (textured_detector.detail_similarity: 1 = the same texture in
     the same place on the object, ~0 = unrelated, e.g. stripes in one frame and spots in the
     next), a frame without an object or texture counting 0: how steady the detail the
-    caption does not name stays. NaN when no two
-    neighbouring frames are selected. A rendered clip scores about 0.99."""
+    caption does not name stays. NaN when no two neighbouring frames are selected. A
+    rendered clip scores about 0.99."""
     pairs = _neighbours(found, frames)
     if not pairs:
         return float("nan")

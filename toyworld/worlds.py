@@ -1,5 +1,5 @@
 """The toy worlds by name, each with what training, evaluation and the benchmarks need of it:
-its caption vocabulary, random scenes, renderer, captions, detector, clips and model file.
+its caption vocabulary, random scenes, renderer, captions, detector and model file.
 
 - "flat": one flat-coloured shape on a fixed grey gradient (world.py, detector.py); the
   committed weights/toy_unet.safetensors.
@@ -28,7 +28,6 @@ class World:
     render: Callable             # scene -> (3, 32, 32) in [-1, 1]
     caption: Callable            # (scene, variant: bool) -> caption; the flat world drops the size word when False
     detect: Callable             # (3, H, W) image -> detection with .named, .x, .y, .touches_edge
-    make_clip: Callable          # (path kind, frames, scene, path seed, ...) -> (clip, track)
     weights: Path
 
     def adheres(self, spec, image) -> bool:
@@ -37,9 +36,9 @@ class World:
 
 WORLDS = {
     "flat": World("flat", VOCAB, TOKENS, world.random_specs, world.render, lambda s, full: s.caption(full),
-                  detector.detect, world.make_clip, WEIGHTS_DIR / "toy_unet.safetensors"),
+                  detector.detect, WEIGHTS_DIR / "toy_unet.safetensors"),
     "textured": World("textured", textured.VOCAB, textured.TOKENS, textured.random_specs, textured.render,
-                      lambda s, full: s.caption(), textured_detector.detect, textured.make_clip,
+                      lambda s, full: s.caption(), textured_detector.detect,
                       WEIGHTS_DIR / "toy_unet_textured.safetensors"),
 }
 
