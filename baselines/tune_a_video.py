@@ -20,50 +20,17 @@ granularity of Tune-A-Video's own. Both attentions use the attention function th
 passes (ComfyUI's optimized_attention in tune_a_video_comfy; PyTorch's SDPA by default).
 """
 
-import re
-
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from tools.load_pack import load_pack
 
 load_pack()
+from vrwkv_editor.vrwkv.frame_attention import SparseCausalAttention, sdpa, transformer_blocks, with_attn1  # noqa: E402
 from vrwkv_editor.vrwkv.patch import ModulePatch, frames_per_video  # noqa: E402
 
 QUERY_PROJECTIONS = ("attn1.to_q", "attn2.to_q")
-# input_blocks.<id>.<layer>..., middle_block.<layer>..., output_blocks.<id>.<layer>...
-BLOCK_NAME = re.compile(r"(?:(input|output)_blocks\.(\d+)|middle_block)\.\d+\.transformer_blocks\.(\d+)")
-
-
-def sdpa(q, k, v, heads):
-    """ComfyUI's attention signature: (batch, tokens, heads * dim) in and out."""
-    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
-    return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
-
-
-def first_and_previous(t: torch.Tensor, frames: int) -> torch.Tensor:
-    """Keys or values (videos * frames, tokens, C) -> (videos * frames, 2 * tokens, C): for
-    frame i the tokens of frame 0, then those of frame i-1 (frame 0: its own, twice)."""
-    grid = rearrange(t, "(v f) n c -> v f n c", f=frames)
-    previous = (torch.arange(frames, device=t.device) - 1).clamp(min=0)
-    both = torch.cat([grid[:, :1].expand_as(grid), grid[:, previous]], dim=2)
-    return rearrange(both, "v f n c -> (v f) n c")
-
-
-class SparseCausalAttention:
-    """attn1 replacement: (q, k, v, extra_options) -> attention output, q/k/v already
-    projected by the block's own to_q / to_k / to_v."""
-
-    def __init__(self, attention=sdpa):
-        self.attention = attention
-
-    def __call__(self, q, k, v, extra_options):
-        frames = frames_per_video(q.shape[0], extra_options)
-        precision = extra_options.get("attn_precision")     # passed on only when set: plain attentions lack it
-        return self.attention(q, first_and_previous(k, frames), first_and_previous(v, frames), extra_options["n_heads"],
-                              **({} if precision is None else {"attn_precision": precision}))
 
 
 class TemporalAttention(nn.Module):
@@ -107,20 +74,6 @@ class TemporalAttentions(ModulePatch):
         return layer(x, frames_per_video(x.shape[0], extra_options), self.attention)
 
 
-def transformer_blocks(unet: nn.Module) -> dict:
-    """{(block name, block id, transformer index): BasicTransformerBlock} of an SD1.5-style
-    UNet, keyed as ComfyUI's patches_replace keys."""
-    found = {}
-    for name, module in unet.named_modules():
-        m = BLOCK_NAME.fullmatch(name)
-        if m:
-            found[(m[1] or "middle", int(m[2] or 0), int(m[3]))] = module
-    if not found:
-        raise ValueError(f"{type(unet).__name__} has no transformer blocks under input_blocks / middle_block / "
-                         "output_blocks: Tune-A-Video patches SD1.5-style UNets only")
-    return found
-
-
 class TuneAVideo:
     """Tune-A-Video's changes to one UNet: its patches and the trainable temporal attentions."""
 
@@ -134,13 +87,10 @@ class TuneAVideo:
     def transformer_options(self, options: dict | None = None) -> dict:
         """`options` plus the patches, as ComfyUI's ModelPatcher would hand them to the UNet
         (for UNets called without ComfyUI)."""
-        options = dict(options or {})
+        options = with_attn1(options or {}, self.keys, self.sparse_causal)
         patches = dict(options.get("patches", {}))
         patches["middle_patch"] = patches.get("middle_patch", []) + [self.temporal]
-        replace = {name: dict(table) for name, table in options.get("patches_replace", {}).items()}
-        replace.setdefault("attn1", {}).update({k: self.sparse_causal for k in self.keys})
-        options["patches"], options["patches_replace"] = patches, replace
-        return options
+        return {**options, "patches": patches}
 
     def apply(self, model):
         """A clone of the ComfyUI ModelPatcher `model` carrying the patches."""

@@ -1,6 +1,7 @@
 """VRWKV Patch Model: adds 3D-VRWKV blocks to an SD1.5 MODEL's skip connections and mid block."""
 
 from ..vrwkv.config import DEFAULT, PLACEMENTS, SKIP_FUSIONS, BlockConfig
+from ..vrwkv.frame_attention import SparseCausalAttention, transformer_blocks
 from ..vrwkv.layout import LEVEL_CHOICES, block_spec, unet_layout
 from ..vrwkv.patch import VRWKVBlocks, VRWKVPatch
 from ..vrwkv.weights import check_state_matches, load_weights
@@ -11,6 +12,7 @@ NONE = "none"
 # Widget choices -> BlockConfig values; the widgets' defaults are config.DEFAULT's.
 CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
 PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
+FRAME_ATTENTION = {"first and previous frame": "first+previous", "own frame (SD)": "self"}
 
 
 def choice(table: dict, value) -> str:
@@ -18,11 +20,12 @@ def choice(table: dict, value) -> str:
 
 
 def widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                  half_precision_sampling) -> BlockConfig:
+                  half_precision_sampling, frame_attention) -> BlockConfig:
     """The node's widgets as a BlockConfig."""
     return BlockConfig(placement=placement, min_level=LEVEL_CHOICES[resolution], channel_mix=CHANNEL_MIX[channel_mix],
                        rank=PROJECTIONS[projections], fused_rkv=fused_rkv, skip_fusion=skip_fusion,
-                       half_precision_sampling=half_precision_sampling)
+                       half_precision_sampling=half_precision_sampling,
+                       frame_attention=FRAME_ATTENTION[frame_attention])
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -48,6 +51,11 @@ def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict 
         blocks.load_state_dict(state)
     patched = model.clone()
     patched.set_model_output_block_patch(VRWKVPatch(blocks, info, base_deltas, model_base(model, prompt, node_id)))
+    if blocks.config.frame_attention == "first+previous":
+        import comfy.ldm.modules.attention
+        attention = SparseCausalAttention(comfy.ldm.modules.attention.optimized_attention)
+        for key in transformer_blocks(model.get_model_object("diffusion_model")):
+            patched.set_model_attn1_replace(attention, *key)
     if base_deltas:
         missing = set(base_deltas) - set(patched.add_patches({k: (v,) for k, v in base_deltas.items()}, 1.0, 1.0))
         if missing:
@@ -70,8 +78,9 @@ def load_weights_file(name: str):
 
 class VRWKVPatchModel:
     DESCRIPTION = ("Adds 3D-VRWKV blocks (bidirectional RWKV over all frames at once, cost linear in frames) "
-                   "to an SD1.5 model's skip connections and mid block. The blocks start as an exact identity: "
-                   "the patched model samples like the original until it is tuned (VRWKV Tune On Video).")
+                   "to an SD1.5 model's skip connections and mid block, and by default lets each frame's "
+                   "self-attention read the first and the previous frame. The blocks start as an exact "
+                   "identity; tune them on the clip with VRWKV Tune On Video.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
@@ -92,7 +101,8 @@ class VRWKVPatchModel:
             "optional": {
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
-                            "placement, resolution and the block options below (all but half_precision_sampling)."}),
+                            "placement, resolution and the block options below (all but half_precision_sampling), "
+                            "frame_attention included."}),
                 "channel_mix": (list(CHANNEL_MIX), {"default": choice(CHANNEL_MIX, DEFAULT.channel_mix), "tooltip":
                                 "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
                                 "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
@@ -112,14 +122,19 @@ class VRWKVPatchModel:
                                             "When the UNet samples in float16/bfloat16 (GPUs), run the blocks in "
                                             "that precision too instead of float32: faster, slightly less exact. "
                                             "Tuning always runs in the blocks' own precision."}),
+                "frame_attention": (list(FRAME_ATTENTION), {"default": choice(FRAME_ATTENTION, DEFAULT.frame_attention),
+                                    "tooltip": "What each frame's self-attention reads: the first and the previous "
+                                    "frame as well as its own (Tune-A-Video's cross-frame attention: the edit's "
+                                    "details stay the same from frame to frame; about twice that layer's "
+                                    "cost), or only its own frame, as SD does."}),
             },
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
     def patch(self, model, placement, resolution, weights=NONE, channel_mix=choice(CHANNEL_MIX, DEFAULT.channel_mix),
               projections=choice(PROJECTIONS, DEFAULT.rank), skip_fusion=DEFAULT.skip_fusion,
-              fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling, prompt=None,
-              unique_id=None):
+              fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling,
+              frame_attention=choice(FRAME_ATTENTION, DEFAULT.frame_attention), prompt=None, unique_id=None):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
@@ -131,6 +146,6 @@ class VRWKVPatchModel:
             return {"ui": {"text": [warning]}, "result": (patched,)} if warning else (patched,)
         require_sd15(model, "VRWKV Patch Model")
         config = widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                               half_precision_sampling)
+                               half_precision_sampling, frame_attention)
         return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config),
                             prompt=prompt, node_id=unique_id),)

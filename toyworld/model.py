@@ -50,7 +50,8 @@ class ToyModel(nn.Module):
         """x0_hat of x at noise level sigma (per sample) given a text context."""
         sigma = sigma.to(x.dtype)
         scale = (1 + sigma ** 2).rsqrt()[:, None, None, None]
-        eps = self.unet(x * scale, self.timestep(sigma), context, transformer_options or {})
+        options = {**(transformer_options or {}), "sigmas": sigma}     # as ComfyUI's model call passes them
+        eps = self.unet(x * scale, self.timestep(sigma), context, options)
         return x - sigma[:, None, None, None] * eps
 
 

@@ -21,8 +21,13 @@ load_pack()
 from vrwkv_editor.vrwkv.blocks import SpatialMix3D  # noqa: E402
 from vrwkv_editor.vrwkv.config import DEFAULT, BlockConfig  # noqa: E402
 from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
+from vrwkv_editor.vrwkv.frame_attention import (  # noqa: E402
+    SparseCausalAttention,
+    transformer_blocks,
+    with_attn1,
+)
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout  # noqa: E402
-from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, with_patch  # noqa: E402
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, find_patch, with_patch  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import TuneSettings, epsilon_loss, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
@@ -49,6 +54,9 @@ class Method:
     decay_scaling: str = "length"
     block_lr_multiplier: float | None = None
     temporal_lr_multiplier: float | None = None
+    strength: float = 1.0
+    low_percent: float | None = None      # EXPERIMENT: blocks at low_strength for the last part of sampling
+    low_strength: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,14 @@ def prepare(base: ToyModel, method: Method):
     if method.kind == "plain":
         return model, {}, []
     if method.kind == "vrwkv":
-        spec = block_spec(unet_layout(model.unet), method.config or DEFAULT)
-        blocks = VRWKVBlocks(spec)
+        config = method.config or DEFAULT
+        blocks = VRWKVBlocks(block_spec(unet_layout(model.unet), config))
         scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
         options = with_patch({}, VRWKVPatch(blocks))
+        if config.frame_attention == "first+previous":
+            options = with_attn1(options, transformer_blocks(model.unet), SparseCausalAttention())
         return model, options, [(n, p) for n, p in blocks.named_parameters() if p.requires_grad]
     if method.kind == "tav":
         from baselines.tune_a_video import tune_a_video
@@ -163,6 +173,12 @@ def tune_method(base: ToyModel, method: Method, clip: torch.Tensor, source_promp
         losses = tune_on_clip(model, options, params, clip, source_prompt, settings.tune_steps, method.lr,
                               settings.seed, method.block_lr_multiplier, method.temporal_lr_multiplier)
     tune_s = time.perf_counter() - start
+    patch = find_patch(options)
+    if patch is not None:
+        patch.strength = method.strength
+        if method.low_percent is not None:
+            patch.low_sigma = float(base.sigmas[round((1 - method.low_percent) * (len(base.sigmas) - 1))])
+            patch.low_strength = method.low_strength
     return Tuned(model, options, losses, tune_s, output_change(base, model, options, clip, source_prompt, settings.seed))
 
 

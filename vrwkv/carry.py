@@ -85,13 +85,22 @@ class CarryStore:
 @dataclass
 class WindowContext:
     """The window being run, as the VRWKV patch sees it (transformer_options["vrwkv_window"]);
-    `carry(block)` is None when windows do not carry."""
+    `carry(block)` is None when windows do not carry. `first_frames` is shared by the windows
+    of one model call."""
 
     index: int
     windows: list
     store: CarryStore | None
     key: tuple
     carries: dict = field(default_factory=dict)
+    first_frames: dict = field(default_factory=dict)
+
+    def first_frame(self, attention: tuple, k: torch.Tensor, v: torch.Tensor, frames: int) -> tuple:
+        """(keys, values) of the clip's first frame, (videos, 1, tokens, C) each, for the
+        cross-frame attention `attention`: the first window's own (kept for the others)."""
+        if self.index == 0:
+            self.first_frames[attention] = tuple(t.detach().unflatten(0, (-1, frames))[:, :1].clone() for t in (k, v))
+        return self.first_frames[attention]
 
     def carry(self, block: str) -> FrameCarry | None:
         if self.store is None:

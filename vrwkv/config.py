@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, replace
 
 PLACEMENTS = ("skip+mid", "skip", "mid")
 SKIP_FUSIONS = ("gate", "merge")
+FRAME_ATTENTIONS = ("self", "first+previous")    # vrwkv/frame_attention.py
 # field -> key in the weights' block spec
 SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": "hidden_ratio",
              "rank": "rank_ratio", "fused_rkv": "fused_mix", "skip_fusion": "skip_fusion",
-             "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level"}
+             "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level",
+             "frame_attention": "frame_attention"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,9 @@ class BlockConfig:
     as two factors through rank x channels (None: one matrix). fused_rkv: r, k, v in one
     projection / interpolation / convolution pass. skip_fusion: the decoder feature only gates
     the skip ("gate") or k and v read both ("merge"). half_precision_sampling: a float16/bfloat16
-    UNet's blocks sample in its dtype (a run-time choice, not a layout)."""
+    UNet's blocks sample in its dtype (a run-time choice, not a layout). frame_attention: SD's
+    own self-attention per frame ("self") or each frame's reading the first and the previous
+    frame ("first+previous", vrwkv/frame_attention.py)."""
 
     placement: str = "skip+mid"
     min_level: int = 0
@@ -34,6 +38,7 @@ class BlockConfig:
     skip_fusion: str = "gate"
     half_precision_sampling: bool = False
     channel_mix_max_level: int | None = None
+    frame_attention: str = "self"
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -46,6 +51,8 @@ class BlockConfig:
             raise ValueError(f"rank must be in (0, 1] (or None for full-rank projections), got {self.rank}")
         if self.skip_fusion not in SKIP_FUSIONS:
             raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {self.skip_fusion!r}")
+        if self.frame_attention not in FRAME_ATTENTIONS:
+            raise ValueError(f"frame_attention must be one of {FRAME_ATTENTIONS}, got {self.frame_attention!r}")
         if self.channel_mix_max_level is not None and not (isinstance(self.channel_mix_max_level, int)
                                                            and self.channel_mix_max_level >= 0):
             raise ValueError("channel_mix_max_level must be an integer >= 0 (or None: every level), got "

@@ -80,6 +80,9 @@ class VRWKVPatch(ModulePatch):
         self.info = dict(info or {})                  # training record saved with the weights
         self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
         self.base = base                              # the model patched: weights.unet_fingerprint, checkpoint
+        self.low_sigma = None                         # EXPERIMENT: below this sigma the blocks run at low_strength
+        self.low_strength = 0.0
+        self.strength = 1.0
 
     def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
         self.to(h.device)          # no-op once loaded; covers offload modes that skip model_patches_to
@@ -87,6 +90,12 @@ class VRWKVPatch(ModulePatch):
         frames = frames_per_video(h.shape[0], transformer_options)
         blocks = self.blocks.blocks
         window = transformer_options.get(CONTEXT_KEY)
+        sigmas = transformer_options.get("sigmas")
+        strength = self.strength
+        if self.low_sigma is not None and sigmas is not None and float(sigmas.max()) < self.low_sigma:
+            strength = self.low_strength
+        for b in blocks.values():
+            b.strength = strength
 
         def run(name, x, gate=None):
             carry = window.carry(name) if window is not None else None

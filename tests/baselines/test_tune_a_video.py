@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from toyworld.unet import ToyUNet
-from baselines.tune_a_video import TuneAVideo, first_and_previous, transformer_blocks, tune_a_video
+from baselines.tune_a_video import TuneAVideo, tune_a_video
+from vrwkv_editor.vrwkv.frame_attention import first_and_previous, transformer_blocks
 from vrwkv_editor.vrwkv.tuning import TuneSettings, tune
 
 FRAMES = 4

@@ -60,6 +60,15 @@ def test_methods_by_name_and_rate():
         method("untuned@1e-3")
 
 
+def test_unit_keys_written_before_cross_frame_attention_still_match():
+    """A committed results file resumes: a paper-block unit's key is the one it had before
+    frame_attention existed; a cross-frame unit's key names it."""
+    paper, cross = (units([name], Protocol())[0].key() for name in ("paper", "paper-sc"))
+    assert "config=BlockConfig(placement='skip+mid', min_level=0, channel_mix=4, rank=None, fused_rkv=False, " \
+           "skip_fusion='gate', half_precision_sampling=False, channel_mix_max_level=None)" in paper
+    assert "frame_attention='first+previous'" in cross
+
+
 def test_units_give_untuned_methods_one_tuning_seed():
     protocol = Protocol(clips=2, frames=(8, 16), tune_seeds=(1, 2))
     found = units(["untuned", "default"], protocol)

@@ -29,15 +29,18 @@ def test_nodes_are_registered_with_tooltips(comfy_server):
                 assert spec[1].get("tooltip"), f"{node_id}.{name}"
 
 
-PAPER_BLOCK_MERGED = {"channel_mix": "4x (paper)", "projections": "full", "fused_rkv": False, "skip_fusion": "merge"}
+OWN_FRAME = {"frame_attention": "own frame (SD)"}
+PAPER_BLOCK_MERGED = {"channel_mix": "4x (paper)", "projections": "full", "fused_rkv": False, "skip_fusion": "merge",
+                      **OWN_FRAME}
 
 
-@pytest.mark.parametrize("options", [{}, PAPER_BLOCK_MERGED], ids=["default", "paper block, merge"])
+@pytest.mark.parametrize("options", [OWN_FRAME, PAPER_BLOCK_MERGED], ids=["default blocks", "paper block, merge"])
 def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server, options):
+    """With SD's own per-frame attention, the blocks at init are an exact identity."""
     graph = clip_graph()
     graph["patch"] = {"class_type": "VRWKVPatchModel",
                       "inputs": {"model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all", **options}}
-    name = "paper" if options else "default"
+    name = "paper" if "skip_fusion" in options else "default"
     sample_and_save(graph, "plain", ["ckpt", 0], f"init_plain_{name}")
     sample_and_save(graph, "patched", ["patch", 0], f"init_patched_{name}")
     comfy_server.run(graph, timeout=900)
@@ -45,6 +48,21 @@ def test_patched_model_samples_exactly_like_the_original_at_init(comfy_server, o
     assert plain.shape == (8, 4, 8, 8) and torch.isfinite(plain).all()
     assert torch.equal(plain, patched)
     assert "VRWKV: 5 blocks" in comfy_server.log_text()          # parameter count printed
+
+
+def test_cross_frame_attention_changes_every_frame_but_the_first_at_init(comfy_server):
+    """The default frame attention: frame 0 reads only itself (its keys twice: the same
+    attention up to rounding), so it samples as in the original model; every later frame
+    also reads frame 0 and its previous frame."""
+    graph = clip_graph()
+    graph["patch"] = {"class_type": "VRWKVPatchModel", "inputs": {
+        "model": ["ckpt", 0], "placement": "skip+mid", "resolution": "all", "frame_attention": "first and previous frame"}}
+    sample_and_save(graph, "plain", ["ckpt", 0], "cross_plain")
+    sample_and_save(graph, "patched", ["patch", 0], "cross_patched")
+    comfy_server.run(graph, timeout=900)
+    plain, patched = latent(comfy_server, "cross_plain"), latent(comfy_server, "cross_patched")
+    assert torch.allclose(plain[0], patched[0], atol=1e-4)
+    assert all(not torch.allclose(plain[i], patched[i], atol=1e-2) for i in range(1, 8))
 
 
 def test_tune_sample_save_and_reload(comfy_server):

@@ -7,7 +7,7 @@ import pytest
 from vrwkv_editor.vrwkv.config import DEFAULT, PAPER, BlockConfig
 
 
-@pytest.mark.parametrize("config", [PAPER, DEFAULT, BlockConfig("mid", 1, 1, 0.5, True, "merge", True, 1)])
+@pytest.mark.parametrize("config", [PAPER, DEFAULT, BlockConfig("mid", 1, 1, 0.5, True, "merge", True, 1, "first+previous")])
 def test_spec_round_trip_through_json(config):
     assert BlockConfig.from_spec(json.loads(json.dumps(config.to_spec()))) == config
 
@@ -19,7 +19,7 @@ def test_a_spec_saved_before_the_options_is_the_paper_block_where_it_was_placed(
 
 def test_the_spec_keys_are_those_files_have_always_used():
     assert set(PAPER.to_spec()) == {"placement", "min_level", "hidden_ratio", "rank_ratio", "fused_mix",
-                                    "skip_fusion", "sample_in_unet_dtype", "channel_mix_max_level"}
+                                    "skip_fusion", "sample_in_unet_dtype", "channel_mix_max_level", "frame_attention"}
 
 
 @pytest.mark.parametrize("bad,message", [({"placement": "everywhere"}, "placement must be one of"),
@@ -27,7 +27,8 @@ def test_the_spec_keys_are_those_files_have_always_used():
                                          ({"channel_mix": -1}, "channel_mix must be >= 0"),
                                          ({"rank": 0}, r"rank must be in \(0, 1\]"),
                                          ({"skip_fusion": "concat"}, "skip_fusion must be one of"),
-                                         ({"channel_mix_max_level": -1}, "channel_mix_max_level must be")])
+                                         ({"channel_mix_max_level": -1}, "channel_mix_max_level must be"),
+                                         ({"frame_attention": "all"}, "frame_attention must be one of")])
 def test_bad_values_are_refused_with_the_range(bad, message):
     with pytest.raises(ValueError, match=message):
         BlockConfig(**bad)
