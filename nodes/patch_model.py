@@ -20,12 +20,12 @@ def choice(table: dict, value) -> str:
 
 
 def widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                  half_precision_sampling, frame_attention) -> BlockConfig:
+                  half_precision_sampling, frame_attention, end_percent) -> BlockConfig:
     """The node's widgets as a BlockConfig."""
     return BlockConfig(placement=placement, min_level=LEVEL_CHOICES[resolution], channel_mix=CHANNEL_MIX[channel_mix],
                        rank=PROJECTIONS[projections], fused_rkv=fused_rkv, skip_fusion=skip_fusion,
                        half_precision_sampling=half_precision_sampling,
-                       frame_attention=FRAME_ATTENTION[frame_attention])
+                       frame_attention=FRAME_ATTENTION[frame_attention], end_percent=end_percent)
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -49,8 +49,11 @@ def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict 
     if state is not None:
         check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, source)
         blocks.load_state_dict(state)
+    patch = VRWKVPatch(blocks, info, base_deltas, model_base(model, prompt, node_id))
+    if blocks.config.end_percent < 1:
+        patch.end_sigma = model.get_model_object("model_sampling").percent_to_sigma(blocks.config.end_percent)
     patched = model.clone()
-    patched.set_model_output_block_patch(VRWKVPatch(blocks, info, base_deltas, model_base(model, prompt, node_id)))
+    patched.set_model_output_block_patch(patch)
     if blocks.config.frame_attention == "first+previous":
         import comfy.ldm.modules.attention
         attention = SparseCausalAttention(comfy.ldm.modules.attention.optimized_attention)
@@ -80,7 +83,8 @@ class VRWKVPatchModel:
     DESCRIPTION = ("Adds 3D-VRWKV blocks (bidirectional RWKV over all frames at once, cost linear in frames) "
                    "to an SD1.5 model's skip connections and mid block, and by default lets each frame's "
                    "self-attention read the first and the previous frame. The blocks start as an exact "
-                   "identity; tune them on the clip with VRWKV Tune On Video.")
+                   "identity; tune them on the clip with VRWKV Tune On Video. By default they act in the first "
+                   "half of sampling, where motion forms.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
@@ -101,8 +105,8 @@ class VRWKVPatchModel:
             "optional": {
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
-                            "placement, resolution and the block options below (all but half_precision_sampling), "
-                            "frame_attention included."}),
+                            "placement, resolution and the block options below, frame_attention included (not "
+                            "half_precision_sampling and end_percent, which apply as set here)."}),
                 "channel_mix": (list(CHANNEL_MIX), {"default": choice(CHANNEL_MIX, DEFAULT.channel_mix), "tooltip":
                                 "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
                                 "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
@@ -127,6 +131,12 @@ class VRWKVPatchModel:
                                     "frame as well as its own (Tune-A-Video's cross-frame attention: the edit's "
                                     "details stay the same from frame to frame; about twice that layer's "
                                     "cost), or only its own frame, as SD does."}),
+                "end_percent": ("FLOAT", {"default": DEFAULT.end_percent, "min": 0.05, "max": 1.0, "step": 0.05,
+                                "tooltip": "How far into sampling (and DDIM inversion) the blocks act, as "
+                                "ControlNet's end_percent: from the start (high noise, where layout and motion "
+                                "form) to this point; after it SD draws the details alone, so the tuned clip's "
+                                "appearance does not flicker into an edit. 1.0: all the way. Tuning always uses "
+                                "them. Applies to loaded weights too."}),
             },
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
@@ -134,18 +144,20 @@ class VRWKVPatchModel:
     def patch(self, model, placement, resolution, weights=NONE, channel_mix=choice(CHANNEL_MIX, DEFAULT.channel_mix),
               projections=choice(PROJECTIONS, DEFAULT.rank), skip_fusion=DEFAULT.skip_fusion,
               fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling,
-              frame_attention=choice(FRAME_ATTENTION, DEFAULT.frame_attention), prompt=None, unique_id=None):
+              frame_attention=choice(FRAME_ATTENTION, DEFAULT.frame_attention), end_percent=DEFAULT.end_percent,
+              prompt=None, unique_id=None):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
                 log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
-            config = BlockConfig.from_spec(spec).replace(half_precision_sampling=half_precision_sampling)
-            spec = {**spec, **config.to_spec()}     # half-precision sampling is a run-time choice, not a layout
+            config = BlockConfig.from_spec(spec).replace(half_precision_sampling=half_precision_sampling,
+                                                         end_percent=end_percent)
+            spec = {**spec, **config.to_spec()}     # run-time choices, not a layout
             patched = apply_vrwkv(model, spec, state, base, info, prompt=prompt, node_id=unique_id)
             warning = check_base(patched, info, weights, unique_id)
             return {"ui": {"text": [warning]}, "result": (patched,)} if warning else (patched,)
         require_sd15(model, "VRWKV Patch Model")
         config = widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                               half_precision_sampling, frame_attention)
+                               half_precision_sampling, frame_attention, end_percent)
         return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config),
                             prompt=prompt, node_id=unique_id),)

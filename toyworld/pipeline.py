@@ -20,14 +20,14 @@ from .model import Guided, ToyModel
 load_pack()
 from vrwkv_editor.vrwkv.blocks import SpatialMix3D  # noqa: E402
 from vrwkv_editor.vrwkv.config import DEFAULT, BlockConfig  # noqa: E402
-from vrwkv_editor.vrwkv.ddim import ddim_sigmas, sample_ddim  # noqa: E402
+from vrwkv_editor.vrwkv.ddim import ddim_sigmas, percent_to_sigma, sample_ddim  # noqa: E402
 from vrwkv_editor.vrwkv.frame_attention import (  # noqa: E402
     SparseCausalAttention,
     transformer_blocks,
     with_attn1,
 )
 from vrwkv_editor.vrwkv.layout import block_spec, unet_layout  # noqa: E402
-from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, find_patch, with_patch  # noqa: E402
+from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, with_patch  # noqa: E402
 from vrwkv_editor.vrwkv.tuning import TuneSettings, epsilon_loss, param_groups, tune  # noqa: E402
 
 MU_NAMES = ("mu", "mu_k", "mu_r")   # the temporal interpolation (token shift) weights of a block
@@ -54,9 +54,6 @@ class Method:
     decay_scaling: str = "length"
     block_lr_multiplier: float | None = None
     temporal_lr_multiplier: float | None = None
-    strength: float = 1.0
-    low_percent: float | None = None      # EXPERIMENT: blocks at low_strength for the last part of sampling
-    low_strength: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,10 @@ def prepare(base: ToyModel, method: Method):
         scale_decay(blocks, method.decay_scaling)
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
-        options = with_patch({}, VRWKVPatch(blocks))
+        patch = VRWKVPatch(blocks)
+        if config.end_percent < 1:
+            patch.end_sigma = percent_to_sigma(model.sigmas, config.end_percent)
+        options = with_patch({}, patch)
         if config.frame_attention == "first+previous":
             options = with_attn1(options, transformer_blocks(model.unet), SparseCausalAttention())
         return model, options, [(n, p) for n, p in blocks.named_parameters() if p.requires_grad]
@@ -173,12 +173,6 @@ def tune_method(base: ToyModel, method: Method, clip: torch.Tensor, source_promp
         losses = tune_on_clip(model, options, params, clip, source_prompt, settings.tune_steps, method.lr,
                               settings.seed, method.block_lr_multiplier, method.temporal_lr_multiplier)
     tune_s = time.perf_counter() - start
-    patch = find_patch(options)
-    if patch is not None:
-        patch.strength = method.strength
-        if method.low_percent is not None:
-            patch.low_sigma = float(base.sigmas[round((1 - method.low_percent) * (len(base.sigmas) - 1))])
-            patch.low_strength = method.low_strength
     return Tuned(model, options, losses, tune_s, output_change(base, model, options, clip, source_prompt, settings.seed))
 
 

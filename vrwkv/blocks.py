@@ -209,7 +209,6 @@ class VRWKVBlock3D(nn.Module):
             self.norm_cm = nn.LayerNorm(channels) if config.channel_mix else None
             self.channel_mix = ChannelMix3D(channels, config.channel_mix) if config.channel_mix else None
         self.gradient_checkpointing = False
-        self.strength = 1.0
         self.sample_in_unet_dtype = config.half_precision_sampling
         self.cast = CastCache()
 
@@ -230,7 +229,7 @@ class VRWKVBlock3D(nn.Module):
             delta = checkpoint(self._delta, x, gate, frames, use_reentrant=False)
         else:
             delta = self._delta(x, gate, frames, carry)
-        return x + delta if self.strength == 1.0 else x + self.strength * delta
+        return x + delta
 
     def _delta(self, x, gate, frames, carry=None):
         dtype = self.norm_x.weight.dtype

@@ -13,7 +13,7 @@ FRAME_ATTENTIONS = ("self", "first+previous")    # vrwkv/frame_attention.py
 SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": "hidden_ratio",
              "rank": "rank_ratio", "fused_rkv": "fused_mix", "skip_fusion": "skip_fusion",
              "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level",
-             "frame_attention": "frame_attention"}
+             "frame_attention": "frame_attention", "end_percent": "end_percent"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class BlockConfig:
     the skip ("gate") or k and v read both ("merge"). half_precision_sampling: a float16/bfloat16
     UNet's blocks sample in its dtype (a run-time choice, not a layout). frame_attention: SD's
     own self-attention per frame ("self") or each frame's reading the first and the previous
-    frame ("first+previous", vrwkv/frame_attention.py)."""
+    frame ("first+previous", vrwkv/frame_attention.py). end_percent: sampling runs the blocks from
+    its start (the highest noise) to this fraction of the way (ComfyUI's percent, as ControlNet's
+    end_percent), then skips them; 1: all the way (a run-time choice, like half_precision_sampling)."""
 
     placement: str = "skip+mid"
     min_level: int = 0
@@ -39,6 +41,7 @@ class BlockConfig:
     half_precision_sampling: bool = False
     channel_mix_max_level: int | None = None
     frame_attention: str = "self"
+    end_percent: float = 1.0
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -53,6 +56,9 @@ class BlockConfig:
             raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {self.skip_fusion!r}")
         if self.frame_attention not in FRAME_ATTENTIONS:
             raise ValueError(f"frame_attention must be one of {FRAME_ATTENTIONS}, got {self.frame_attention!r}")
+        if not 0 < self.end_percent <= 1:
+            raise ValueError(f"end_percent must be in (0, 1] (1: the blocks act through all of sampling), "
+                             f"got {self.end_percent}")
         if self.channel_mix_max_level is not None and not (isinstance(self.channel_mix_max_level, int)
                                                            and self.channel_mix_max_level >= 0):
             raise ValueError("channel_mix_max_level must be an integer >= 0 (or None: every level), got "
@@ -81,6 +87,7 @@ class BlockConfig:
 PAPER = BlockConfig()
 # The cheapest block: no channel mix, rank-1/4 projections, r/k/v fused.
 LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
-# What VRWKV Patch Model builds by default: the only block that learned the clip's motion on the
-# generation track (bench/results/quality_cpu.md; its cost: pipeline_cost_cpu_full_64px_fp32.md).
-DEFAULT = PAPER
+# What VRWKV Patch Model builds by default: the paper's block, each frame's attention reading the
+# first and previous frame, the blocks acting in the first half of sampling (bench/results/
+# quality_cpu.md and quality_textured_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
+DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5)

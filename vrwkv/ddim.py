@@ -50,6 +50,22 @@ def ddim_sigmas(sigma_table: torch.Tensor, steps: int, denoise: float = 1.0) -> 
     return sigmas[-(steps + 1):]
 
 
+def percent_to_sigma(sigma_table: torch.Tensor, percent: float) -> float:
+    """The sigma `percent` of the way through sampling, as ComfyUI's discrete model_sampling
+    computes it: timestep (1 - percent) * (T - 1), log-sigma interpolated between the table's
+    neighbours; past the ends, above every sigma (0) or below every sigma (1)."""
+    if percent <= 0.0:
+        return math.inf
+    if percent >= 1.0:
+        return 0.0
+    log_table = sigma_table.detach().flatten().double().cpu().log()
+    t = (1.0 - percent) * (len(log_table) - 1)
+    low = math.floor(t)
+    high = min(low + 1, len(log_table) - 1)
+    w = t - low
+    return math.exp((1 - w) * log_table[low].item() + w * log_table[high].item())
+
+
 def ddim_noise_split(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
     """(sigma_down, sigma_up) of one DDIM step: deterministic direction and fresh noise."""
     if eta == 0.0:

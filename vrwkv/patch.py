@@ -80,22 +80,17 @@ class VRWKVPatch(ModulePatch):
         self.info = dict(info or {})                  # training record saved with the weights
         self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
         self.base = base                              # the model patched: weights.unet_fingerprint, checkpoint
-        self.low_sigma = None                         # EXPERIMENT: below this sigma the blocks run at low_strength
-        self.low_strength = 0.0
-        self.strength = 1.0
+        self.end_sigma = None                         # sampling below this noise level skips the blocks
+        self._ended = (None, False)                   # (sigmas of the last model call, its verdict)
 
     def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
         self.to(h.device)          # no-op once loaded; covers offload modes that skip model_patches_to
         index = transformer_options["block"][1]
         frames = frames_per_video(h.shape[0], transformer_options)
         blocks = self.blocks.blocks
+        if self.ended(transformer_options):
+            return h, hsp
         window = transformer_options.get(CONTEXT_KEY)
-        sigmas = transformer_options.get("sigmas")
-        strength = self.strength
-        if self.low_sigma is not None and sigmas is not None and float(sigmas.max()) < self.low_sigma:
-            strength = self.low_strength
-        for b in blocks.values():
-            b.strength = strength
 
         def run(name, x, gate=None):
             carry = window.carry(name) if window is not None else None
@@ -107,13 +102,26 @@ class VRWKVPatch(ModulePatch):
             hsp = run(f"skip_{index}", hsp, gate=h)
         return h, hsp
 
+    def ended(self, transformer_options: dict) -> bool:
+        """Whether this sampling call is past the blocks' part (BlockConfig.end_percent): its
+        noise level below end_sigma. Tuning (under autograd) always runs them. One read-back
+        per model call: the verdict is kept for the call's other blocks."""
+        sigmas = transformer_options.get("sigmas")
+        if self.end_sigma is None or sigmas is None or torch.is_grad_enabled():
+            return False
+        if self._ended[0] is not sigmas:
+            self._ended = (sigmas, bool(sigmas.max() < self.end_sigma))
+        return self._ended[1]
+
     @property
     def module(self) -> nn.Module:
         return self.blocks
 
     def copy(self) -> "VRWKVPatch":
         """An independent patch with its own copy of the blocks (for tuning a clone)."""
-        return VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas, self.base)
+        patch = VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas, self.base)
+        patch.end_sigma = self.end_sigma
+        return patch
 
 
 # Where ComfyUI keeps the patch: transformer_options["patches"]["output_block_patch"], a list.

@@ -64,8 +64,8 @@ class Unit:
     def key(self) -> str:
         """Everything that decides the unit's numbers (the protocol's other units aside)."""
         p = self.protocol
-        # fields at their first value are left out, so results written before they existed keep their keys
-        method = repr(self.method).replace(", frame_attention='self'", "").replace(", strength=1.0", "").replace(", low_percent=None, low_strength=0.0", "")
+        # BlockConfig fields at their first value are left out: results written before they existed keep their keys
+        method = repr(self.method).replace(", frame_attention='self'", "").replace(", end_percent=1.0", "")
         return json.dumps([p.world, method, get_world(p.world).cases[self.case].name, self.frames,
                            self.tune_seed, p.tune_steps, p.ddim_steps, p.cfg, list(p.sample_seeds), list(p.tracks),
                            p.gen_prompts, p.shared])

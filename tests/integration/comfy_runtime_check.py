@@ -66,6 +66,31 @@ def half_precision_sampling(pack):
             "dtypes": sorted(dtypes)}
 
 
+def sampling_schedule(pack):
+    """VRWKV Patch Model's default end_percent in a sampling run: the sigma where the blocks
+    stop (as the patch holds it, ComfyUI's percent_to_sigma, and vrwkv.ddim's on the model's
+    sigma table), and each model call's sigma with whether it skipped the blocks."""
+    import importlib
+
+    import comfy.sample
+    node, common = pack.nodes.patch_model, pack.nodes.common
+    ddim = importlib.import_module(pack.__name__ + ".vrwkv.ddim")
+    base = random_sd15("shallow")
+    latent, pos, neg = inputs()
+    calls = []
+    with torch.inference_mode():
+        (model,) = node.VRWKVPatchModel().patch(base, "skip+mid", "all")
+        patch = common.find_patch(model)
+        ended = patch.ended
+        patch.ended = lambda options: calls.append([float(options["sigmas"].max()), ended(options)]) or calls[-1][1]
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(3))
+        comfy.sample.sample(model, noise, 6, 5.0, "euler", "normal", pos, neg, latent, denoise=1.0, seed=1)
+        sampling = model.get_model_object("model_sampling")
+        return {"end_percent": node.DEFAULT.end_percent, "end_sigma": patch.end_sigma,
+                "comfy": sampling.percent_to_sigma(node.DEFAULT.end_percent),
+                "ours": ddim.percent_to_sigma(sampling.sigmas, node.DEFAULT.end_percent), "calls": calls}
+
+
 def windowed_runs(pack):
     """Two sampling runs through one cached guider with one sigmas tensor (as a cached
     GUIDER and SIGMAS give SamplerCustomAdvanced), the windowed MODEL cloned once more
@@ -146,7 +171,8 @@ def controlnet_tuning(pack, controlnet_path):
 def main():
     import_comfy()
     pack = load_pack_in_comfy()
-    print(json.dumps({"half": half_precision_sampling(pack), "windows": windowed_runs(pack),
+    print(json.dumps({"half": half_precision_sampling(pack), "schedule": sampling_schedule(pack),
+                      "windows": windowed_runs(pack),
                       "controlnet": controlnet_tuning(pack, sys.argv[1])}))
 
 

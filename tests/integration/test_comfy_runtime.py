@@ -1,6 +1,7 @@
 """The pack inside ComfyUI's own runtime (comfy_runtime_check.py, run under ComfyUI's Python):
-half-precision sampling under inference mode, context windows across sampling runs and with
-CFG, and a ControlNet on the tuning prompt with a tuning window."""
+half-precision sampling under inference mode, the blocks' end_percent in a sampling run,
+context windows across sampling runs and with CFG, and a ControlNet on the tuning prompt with a
+tuning window."""
 
 import json
 from pathlib import Path
@@ -28,6 +29,19 @@ def test_half_precision_sampling_runs_under_inference_mode_built_and_loaded(foun
     assert half["dtypes"] == ["torch.bfloat16"]
     assert torch.isfinite(built).all() and not torch.equal(built, reloaded)
     assert torch.equal(reloaded, loaded)
+
+
+def test_blocks_stop_at_comfyui_s_sigma_for_end_percent(found):
+    """The default end_percent: the patch stops the blocks at ComfyUI's percent_to_sigma,
+    which the pack's own (toy benchmark) conversion reproduces; the first half of a run's
+    model calls runs them, the rest skips them."""
+    schedule = found["schedule"]
+    assert schedule["end_percent"] < 1
+    assert schedule["end_sigma"] == pytest.approx(schedule["comfy"], rel=1e-6)
+    assert schedule["ours"] == pytest.approx(schedule["comfy"], rel=1e-5)
+    verdicts = [skipped for _, skipped in schedule["calls"]]
+    assert verdicts[0] is False and verdicts[-1] is True
+    assert all(skipped == (sigma < schedule["end_sigma"]) for sigma, skipped in schedule["calls"])
 
 
 def test_a_new_sampling_run_forgets_the_last_runs_states(found):
