@@ -17,8 +17,9 @@ LORA, CONTROLNET = "it_lora.safetensors", "it_controlnet.safetensors"
 CHECKPOINT = CHECKPOINTS["shallow"]
 
 
-def patch(model):
-    return {"class_type": "VRWKVPatchModel", "inputs": {"model": model, "placement": "skip+mid", "resolution": "all"}}
+def patch(model, **options):
+    return {"class_type": "VRWKVPatchModel",
+            "inputs": {"model": model, "placement": "skip+mid", "resolution": "all", **options}}
 
 
 def windows(model, window=4, overlap=0, carry=False):
@@ -127,10 +128,11 @@ def test_controlnet_on_the_video_batch_with_and_without_context_windows(comfy_se
     """A ControlNet (hint: the clip's frames) changes the samples of the patched model. In
     windows each window gets its own frames' ControlNet residuals: on the patched model before
     tuning (its blocks an identity, so windowing alone changes nothing) windowed and whole
-    samples agree, which they would not if windows got other frames' hints. The tuned model
-    samples with ControlNet in windows with carry too."""
+    samples agree, which they would not if windows got other frames' hints (SD's own per-frame
+    attention here: with cross-frame attention a window's first frame reads itself, not the
+    frame before). The tuned model samples with ControlNet in windows with carry too."""
     g = clip_graph()
-    g["patch"] = patch(["ckpt", 0])
+    g["patch"] = patch(["ckpt", 0], frame_attention="own frame (SD)")
     g["windowed"] = windows(["patch", 0])
     g["tune"] = tune_node(["patch", 0], steps=2)
     g["tuned_windowed"] = windows(["tune", 0], window=4, overlap=2, carry=True)
