@@ -85,22 +85,28 @@ class CarryStore:
 @dataclass
 class WindowContext:
     """The window being run, as the VRWKV patch sees it (transformer_options["vrwkv_window"]);
-    `carry(block)` is None when windows do not carry. `first_frames` is shared by the windows
-    of one model call."""
+    `carry(block)` is None when windows do not carry. `anchors` is shared by the windows of
+    one model call."""
 
     index: int
     windows: list
     store: CarryStore | None
     key: tuple
     carries: dict = field(default_factory=dict)
-    first_frames: dict = field(default_factory=dict)
+    anchors: dict = field(default_factory=dict)
 
-    def first_frame(self, attention: tuple, k: torch.Tensor, v: torch.Tensor, frames: int) -> tuple:
-        """(keys, values) of the clip's first frame, (videos, 1, tokens, C) each, for the
-        cross-frame attention `attention`: the first window's own (kept for the others)."""
+    def frame_anchors(self, attention: tuple, k: torch.Tensor, v: torch.Tensor, frames: int) -> tuple:
+        """((keys, values) of the clip's first frame, (keys, values) of the frame before this
+        window or (None, None)), (videos, 1, tokens, C) each, for the cross-frame attention
+        `attention`. Each window keeps what the windows after it read: the first, frame 0; every
+        one, the frame before the next window (windows run in order within a call)."""
+        grids = [t.detach().unflatten(0, (-1, frames)) for t in (k, v)]
         if self.index == 0:
-            self.first_frames[attention] = tuple(t.detach().unflatten(0, (-1, frames))[:, :1].clone() for t in (k, v))
-        return self.first_frames[attention]
+            self.anchors[attention, "first"] = tuple(g[:, :1].clone() for g in grids)
+        if self.index + 1 < len(self.windows):
+            at = self.windows[self.index + 1][0] - 1 - self.windows[self.index][0]
+            self.anchors[attention, self.index + 1] = tuple(g[:, at:at + 1].clone() for g in grids)
+        return self.anchors[attention, "first"], self.anchors.pop((attention, self.index), (None, None))
 
     def carry(self, block: str) -> FrameCarry | None:
         if self.store is None:

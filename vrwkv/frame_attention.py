@@ -4,7 +4,8 @@ keeps it beside its Bi-WKV mixers). Every frame draws its appearance from the sa
 which is what keeps an edit's detail from being redrawn frame by frame. No parameters: an attn1
 replacement per transformer block, keyed as ComfyUI's patches_replace keys. Frame 0 reads its
 own tokens twice, which is plain self-attention. In the windows of a long clip (vrwkv/windows.py)
-every window reads the clip's first frame, which the first window keeps for the others.
+every window reads the clip's first frame, kept by the first window, and its first frame reads
+the frame before the window, kept by the window before: windows attend as the whole clip does.
 """
 
 import re
@@ -27,14 +28,17 @@ def sdpa(q, k, v, heads):
     return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
 
 
-def first_and_previous(t: torch.Tensor, frames: int, first: torch.Tensor | None = None) -> torch.Tensor:
+def first_and_previous(t: torch.Tensor, frames: int, first: torch.Tensor | None = None,
+                       before: torch.Tensor | None = None) -> torch.Tensor:
     """Keys or values (videos * frames, tokens, C) -> (videos * frames, 2 * tokens, C): for
-    frame i the tokens of frame 0 (or of `first`, (videos, 1, tokens, C)), then those of
-    frame i-1 (frame 0: its own)."""
+    frame i the tokens of frame 0, then those of frame i-1 (frame 0: its own). A window of a
+    longer clip passes the clip's first frame (`first`) and the frame before the window
+    (`before`), (videos, 1, tokens, C) each."""
     grid = rearrange(t, "(v f) n c -> v f n c", f=frames)
-    previous = (torch.arange(frames, device=t.device) - 1).clamp(min=0)
     first = grid[:, :1] if first is None else first.to(t.device, t.dtype)
-    both = torch.cat([first.expand_as(grid), grid[:, previous]], dim=2)
+    before = grid[:, :1] if before is None else before.to(t.device, t.dtype)
+    previous = torch.cat([before, grid[:, :-1]], dim=1)
+    both = torch.cat([first.expand_as(grid), previous], dim=2)
     return rearrange(both, "v f n c -> (v f) n c")
 
 
@@ -47,14 +51,14 @@ class SparseCausalAttention:
 
     def __call__(self, q, k, v, extra_options):
         frames = frames_per_video(q.shape[0], extra_options)
-        first_k = first_v = None
+        first = before = (None, None)
         window = extra_options.get(CONTEXT_KEY)
         if window is not None:
-            first_k, first_v = window.first_frame((*extra_options["block"], extra_options["block_index"]),
-                                                  k, v, frames)
+            first, before = window.frame_anchors((*extra_options["block"], extra_options["block_index"]), k, v, frames)
         precision = extra_options.get("attn_precision")     # passed on only when set: plain attentions lack it
-        return self.attention(q, first_and_previous(k, frames, first_k), first_and_previous(v, frames, first_v),
-                              extra_options["n_heads"], **({} if precision is None else {"attn_precision": precision}))
+        return self.attention(q, first_and_previous(k, frames, first[0], before[0]),
+                              first_and_previous(v, frames, first[1], before[1]), extra_options["n_heads"],
+                              **({} if precision is None else {"attn_precision": precision}))
 
 
 def transformer_blocks(unet: nn.Module) -> dict:

@@ -113,10 +113,10 @@ class ContextWindows:
     def _run_windows(self, apply_model, args, windows, frames, store, key):
         x, c, videos = args["input"], args["c"], len(args["cond_or_uncond"])
         options = c.get("transformer_options", {})
-        out, first_frames = None, {}
+        out, anchors = None, {}
         for i, ((s, e), weight) in enumerate(zip(windows, blend_weights(windows, frames))):
             index = (torch.arange(videos)[:, None] * frames + torch.arange(s, e)).flatten()
-            context = WindowContext(i, windows, store, key, first_frames=first_frames)
+            context = WindowContext(i, windows, store, key, anchors=anchors)
             window_c = {k: _slice_batch(v, index, x.shape[0]) for k, v in c.items() if k != "transformer_options"}
             window_c["transformer_options"] = {**options, CONTEXT_KEY: context,
                                                "sigmas": _slice_frames(options.get("sigmas"), s, e, frames)}

@@ -128,11 +128,12 @@ def test_controlnet_on_the_video_batch_with_and_without_context_windows(comfy_se
     """A ControlNet (hint: the clip's frames) changes the samples of the patched model. In
     windows each window gets its own frames' ControlNet residuals: on the patched model before
     tuning (its blocks an identity, so windowing alone changes nothing) windowed and whole
-    samples agree, which they would not if windows got other frames' hints (SD's own per-frame
-    attention here: with cross-frame attention a window's first frame reads itself, not the
-    frame before). The tuned model samples with ControlNet in windows with carry too."""
+    samples agree (cross-frame attention included: each window reads the clip's first frame
+    and the frame before it), which they would not if windows got other frames' hints. The
+    tuned model samples with ControlNet in windows with carry too (its blocks through all of
+    sampling, where the carried states make windows differ from the whole clip)."""
     g = clip_graph()
-    g["patch"] = patch(["ckpt", 0], frame_attention="own frame (SD)")
+    g["patch"] = patch(["ckpt", 0], end_percent=1.0)
     g["windowed"] = windows(["patch", 0])
     g["tune"] = tune_node(["patch", 0], steps=2)
     g["tuned_windowed"] = windows(["tune", 0], window=4, overlap=2, carry=True)

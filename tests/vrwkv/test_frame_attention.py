@@ -39,9 +39,11 @@ def test_each_frame_attends_to_the_first_and_its_previous_frame():
     assert torch.allclose(out[:, 0], sdpa(grid[0][:, 0], grid[1][:, 0], grid[2][:, 0], HEADS), atol=1e-12)
 
 
-def test_every_window_reads_the_clip_s_first_frame():
-    """A long clip in windows: frames after a window's first read the whole clip's first frame
-    (kept by the first window), so they match the whole clip exactly; without it they do not."""
+def test_every_window_reads_the_clip_s_first_frame_and_the_frame_before_it():
+    """A long clip in windows: every window's frames read the whole clip's first frame (kept by
+    the first window) and a window's first frame reads the frame before the window (kept by the
+    window before), so each window attends exactly as the whole clip does; a window that keeps
+    its own anchors does not."""
     frames = 12
     q, k, v = qkv(frames=frames)
     attention = SparseCausalAttention()
@@ -49,13 +51,15 @@ def test_every_window_reads_the_clip_s_first_frame():
     windows, shared = frame_windows(frames, 4, 1), {}
     for i, (s, e) in enumerate(windows):
         index = (torch.arange(2)[:, None] * frames + torch.arange(s, e)).flatten()
-        context = WindowContext(i, windows, None, (), first_frames=shared)
+        context = WindowContext(i, windows, None, (), anchors=shared)
         out = attention(q[index], k[index], v[index], options(**{CONTEXT_KEY: context})).view(2, e - s, TOKENS, DIM)
         assert torch.allclose(out[:, 1:], whole[:, s + 1:e], atol=1e-12)
+        assert torch.allclose(out[:, 0], whole[:, s], atol=1e-12)
         if i:
             alone = WindowContext(0, windows, None, ())          # a window that keeps its own first frame
             own = attention(q[index], k[index], v[index], options(**{CONTEXT_KEY: alone})).view(out.shape)
             assert not torch.allclose(own[:, 1:], whole[:, s + 1:e], atol=1e-3)
+    assert not shared.keys() - {(("output", 3, 0), "first")}        # each frame before a window was read once
 
 
 def test_patched_toy_unet_at_init_is_sd_with_cross_frame_attention():
