@@ -78,7 +78,8 @@ def edit(model, options, clip, window, overlap, carry, steps):
         return model if window == 0 else Windowed(model, ContextWindows(window, overlap, carry))
     sigmas = ddim_sigmas(model.sigmas, steps)
     inverted = sample_ddim(Guided(runner(), model.text([SOURCE]), model.text([""]), 1.0, options), clip, sigmas.flip(0))
-    return sample_ddim(Guided(runner(), model.text([EDIT]), model.text([""]), 4.0, options), inverted, sigmas)
+    guided = Guided(runner(), model.text([EDIT]), model.text([""]), 4.0, options)
+    return sample_ddim(guided, inverted, sigmas, edit=True)
 
 
 def boundary_pairs(frames, window, overlap) -> np.ndarray:

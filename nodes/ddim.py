@@ -45,10 +45,14 @@ class VRWKVSamplerDDIM:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"eta": ETA_INPUT}}
+        return {"required": {"eta": ETA_INPUT},
+                "optional": {"edit": ("BOOLEAN", {"default": False, "tooltip":
+                    "On when sampling from VRWKV DDIM Inversion's inverted_latent (an edit; add_noise off): "
+                    "the VRWKV blocks then treat the clip's first frame as they did when inverting it. Off "
+                    "when sampling from fresh noise. (Inverting with this sampler always counts as an edit.)"})}}
 
-    def get_sampler(self, eta):
-        return (ddim_sampler(eta),)
+    def get_sampler(self, eta, edit=False):
+        return (ddim_sampler(eta, edit=edit),)
 
 
 class VRWKVKSampler:
@@ -112,7 +116,7 @@ class VRWKVKSampler:
             start = inverted_latent["samples"]
             noise = torch.zeros_like(start)
         samples = run_ddim("VRWKV KSampler (DDIM)", model, noise, start, sigmas, positive, negative, cfg, eta, seed,
-                           noise_mask)
+                           noise_mask, edit=inverted_latent is not None)
         out = {k: v for k, v in latent_image.items() if k != LATENT_KEY}
         out["samples"] = samples
         return (out,)

@@ -21,11 +21,12 @@ def choice(table: dict, value) -> str:
 
 def widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
                   half_precision_sampling, frame_attention, end_percent) -> BlockConfig:
-    """The node's widgets as a BlockConfig."""
-    return BlockConfig(placement=placement, min_level=LEVEL_CHOICES[resolution], channel_mix=CHANNEL_MIX[channel_mix],
-                       rank=PROJECTIONS[projections], fused_rkv=fused_rkv, skip_fusion=skip_fusion,
-                       half_precision_sampling=half_precision_sampling,
-                       frame_attention=FRAME_ATTENTION[frame_attention], end_percent=end_percent)
+    """The node's widgets as a BlockConfig (DEFAULT's where no widget sets a field)."""
+    return DEFAULT.replace(placement=placement, min_level=LEVEL_CHOICES[resolution],
+                           channel_mix=CHANNEL_MIX[channel_mix], rank=PROJECTIONS[projections],
+                           fused_rkv=fused_rkv, skip_fusion=skip_fusion,
+                           half_precision_sampling=half_precision_sampling,
+                           frame_attention=FRAME_ATTENTION[frame_attention], end_percent=end_percent)
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -84,7 +85,8 @@ class VRWKVPatchModel:
                    "to an SD1.5 model's skip connections and mid block, and by default lets each frame's "
                    "self-attention read the first and the previous frame. The blocks start as an exact "
                    "identity; tune them on the clip with VRWKV Tune On Video. By default they act in the first "
-                   "half of sampling, where motion forms.")
+                   "half of sampling, where motion forms, and in an edit (VRWKV DDIM Inversion and sampling from "
+                   "it) treat the first frame as having a still past.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)

@@ -28,27 +28,28 @@ def sigma_table(model):
     return require_eps_model(model, "VRWKV DDIM").sigmas
 
 
-def ddim_sampler(eta: float, inversion_refine: int = 0):
-    """The pack's DDIM as a ComfyUI SAMPLER (for SamplerCustom / SamplerCustomAdvanced)."""
+def ddim_sampler(eta: float, inversion_refine: int = 0, edit: bool = False):
+    """The pack's DDIM as a ComfyUI SAMPLER (for SamplerCustom / SamplerCustomAdvanced); `edit`:
+    it samples from an inversion (vrwkv/ddim.py, convention 5)."""
     import comfy.samplers
 
     from ..vrwkv.ddim import sample_ddim
 
-    return comfy.samplers.KSAMPLER(sample_ddim, extra_options={"eta": float(eta),
+    return comfy.samplers.KSAMPLER(sample_ddim, extra_options={"eta": float(eta), "edit": bool(edit),
                                                               "inversion_refine": int(inversion_refine)})
 
 
 def run_ddim(node: str, model, noise, latent, sigmas, positive, negative, cfg: float, eta: float, seed: int,
-             noise_mask=None, inversion_refine: int = 0):
-    """comfy.sample.sample_custom with the pack's DDIM, ComfyUI's preview/progress callback
-    (which raises on interrupt) and its progress-bar setting; returns the LATENT samples.
-    Running out of memory names the settings that need less."""
+             noise_mask=None, inversion_refine: int = 0, edit: bool = False):
+    """comfy.sample.sample_custom with the pack's DDIM (`edit`: from an inversion), ComfyUI's
+    preview/progress callback (which raises on interrupt) and its progress-bar setting; returns
+    the LATENT samples. Running out of memory names the settings that need less."""
     import comfy.sample
     import comfy.utils
     import latent_preview
 
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-    sampler = ddim_sampler(eta, inversion_refine)
+    sampler = ddim_sampler(eta, inversion_refine, edit)
     try:
         return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                           noise_mask=noise_mask, callback=callback,

@@ -153,8 +153,9 @@ NOTE_CUSTOM = f"""## The same edit with core custom sampling
 
 **VRWKV Sampler DDIM** is a SAMPLER: here it runs inside **SamplerCustomAdvanced** with a
 core CFG Guider, noise disabled, starting from the inverted latent with the sigmas that
-**VRWKV DDIM Inversion** outputs. Any core guider (e.g. with ControlNet applied to the
-conditioning) composes the same way.
+**VRWKV DDIM Inversion** outputs; its **edit** is on, so the VRWKV blocks run as they did when
+inverting (turn it off when sampling from fresh noise). Any core guider (e.g. with ControlNet
+applied to the conditioning) composes the same way.
 
 {CORE_DECODE}"""
 
@@ -180,7 +181,7 @@ def custom_sampling():
     nodes = {
         "guider": ("CFGGuider", [4, 1], {"cfg": 12.5}, None),
         "noise": ("DisableNoise", [4, 2], {}, None),
-        "sampler": ("VRWKVSamplerDDIM", [4, 3], {"eta": 0.0}, None),
+        "sampler": ("VRWKVSamplerDDIM", [4, 3], {"eta": 0.0, "edit": True}, None),
         "custom": ("SamplerCustomAdvanced", [5, 0], {}, None),
     }
     links = [("tune", 0, "guider", "model"), ("edit", 0, "guider", "positive"), ("empty", 0, "guider", "negative"),

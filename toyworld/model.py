@@ -65,12 +65,14 @@ class Guided:
         self.model, self.cond, self.uncond, self.cfg = model, cond, uncond, cfg
         self.transformer_options = dict(transformer_options or {})
 
-    def __call__(self, x, sigma):
+    def __call__(self, x, sigma, model_options=None):
+        """`model_options`: as ComfyUI's, its transformer options added to this guide's."""
         b = x.shape[0]
+        transformer_options = {**self.transformer_options, **(model_options or {}).get("transformer_options", {})}
         if self.cfg == 1.0:
-            options = {**self.transformer_options, "cond_or_uncond": [0]}
+            options = {**transformer_options, "cond_or_uncond": [0]}
             return self.model.denoise(x, sigma, self.cond.expand(b, -1, -1), options)
-        options = {**self.transformer_options, "cond_or_uncond": [0, 1]}
+        options = {**transformer_options, "cond_or_uncond": [0, 1]}
         context = torch.cat([self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)])
         both = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), context, options)
         cond, uncond = both.chunk(2)

@@ -136,9 +136,9 @@ def invert(model, options, clip, prompt, steps):
 
 @torch.no_grad()
 def sample(model, options, start, prompt, steps, cfg):
-    """DDIM sampling from an inverted clip (VRWKV KSampler with inverted_latent, eta 0)."""
+    """DDIM sampling from an inverted clip (VRWKV KSampler with inverted_latent, eta 0): an edit."""
     guided = Guided(model, model.text([prompt]), model.text([""]), cfg, options)
-    return sample_ddim(guided, start, ddim_sigmas(model.sigmas, steps))
+    return sample_ddim(guided, start, ddim_sigmas(model.sigmas, steps), edit=True)
 
 
 @torch.no_grad()

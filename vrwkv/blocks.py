@@ -51,12 +51,13 @@ def is_temporal_parameter(name: str) -> bool:
     return leaf.startswith("mu") or leaf in ("decay", "first")
 
 
-def time_shift(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+def time_shift(x: torch.Tensor, first: torch.Tensor | None = None, pad: str = "zero") -> torch.Tensor:
     """x_{t-1} for every frame t of (videos, T, H, W, C); before frame 0 `first`
-    (videos, 1, H, W, C), the frame before a window, or zero."""
-    if first is None:
+    (videos, 1, H, W, C), the frame before a window, or else zero (pad "zero") or frame 0
+    itself (pad "repeat": a still past)."""
+    if first is None and pad == "zero":
         return F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
-    return torch.cat([first.to(x.dtype), x[:, :-1]], 1)
+    return torch.cat([x[:, :1] if first is None else first.to(x.dtype), x[:, :-1]], 1)
 
 
 def _shift(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -151,10 +152,12 @@ class SpatialMix3D(nn.Module):
 
 
 class ChannelMix3D(nn.Module):
-    """RWKV channel mix with token shift: sigmoid(r) * W_v(relu(W_k x)^2), W_v zero-init."""
+    """RWKV channel mix with token shift: sigmoid(r) * W_v(relu(W_k x)^2), W_v zero-init;
+    `pad` (config.PADS): what frame 0 reads as its predecessor, zero or frame 0 itself."""
 
-    def __init__(self, channels: int, hidden_ratio: float):
+    def __init__(self, channels: int, hidden_ratio: float, pad: str = "zero"):
         super().__init__()
+        self.pad = pad
         hidden = round(channels * hidden_ratio)
         self.mu_k = nn.Parameter(torch.ones(channels))
         self.mu_r = nn.Parameter(torch.ones(channels))
@@ -163,8 +166,10 @@ class ChannelMix3D(nn.Module):
         self.receptance = nn.Linear(channels, channels, bias=False)
         nn.init.zeros_(self.value.weight)
 
-    def forward(self, x: torch.Tensor, carry=None) -> torch.Tensor:
-        prev = time_shift(x) if carry is None else carry.shift("channel_mix", x)
+    def forward(self, x: torch.Tensor, carry=None, edit: bool = False) -> torch.Tensor:
+        """`edit`: the call inverts or samples an edit (ddim.EDIT_KEY)."""
+        pad = "repeat" if self.pad == "repeat" or (edit and self.pad == "repeat-edits") else "zero"
+        prev = time_shift(x, pad=pad) if carry is None else carry.shift("channel_mix", x, pad)
         xk = self.mu_k * x + (1 - self.mu_k) * prev
         xr = self.mu_r * x + (1 - self.mu_r) * prev
         return torch.sigmoid(self.receptance(xr)) * self.value(torch.relu(self.key(xk)).square())
@@ -207,7 +212,8 @@ class VRWKVBlock3D(nn.Module):
             self.norm_gate = nn.LayerNorm(gate_channels) if gate_channels else None
             self.spatial_mix = SpatialMix3D(channels, gate_channels, config.rank, config.fused_rkv, config.skip_fusion)
             self.norm_cm = nn.LayerNorm(channels) if config.channel_mix else None
-            self.channel_mix = ChannelMix3D(channels, config.channel_mix) if config.channel_mix else None
+            self.channel_mix = (ChannelMix3D(channels, config.channel_mix, config.channel_mix_pad)
+                                if config.channel_mix else None)
         self.gradient_checkpointing = False
         self.sample_in_unet_dtype = config.half_precision_sampling
         self.cast = CastCache()
@@ -218,25 +224,27 @@ class VRWKVBlock3D(nn.Module):
         with torch.inference_mode(False):
             return super()._apply(fn, recurse)
 
-    def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None) -> torch.Tensor:
-        """`carry`: the window's carry.FrameCarry when x is a window of a longer clip."""
+    def forward(self, x: torch.Tensor, frames: int, gate: torch.Tensor | None = None, carry=None,
+                edit: bool = False) -> torch.Tensor:
+        """`carry`: the window's carry.FrameCarry when x is a window of a longer clip; `edit`:
+        the call inverts or samples an edit (ddim.EDIT_KEY)."""
         if x.shape[0] % frames:
             raise ValueError(f"VRWKV block: batch {x.shape[0]} is not a whole number of {frames}-frame videos")
         if (self.sample_in_unet_dtype and not torch.is_grad_enabled() and x.dtype in HALF
                 and x.dtype != self.norm_x.weight.dtype):
-            return functional_call(self, self.cast.tensors(self, x.dtype), (x, frames, gate, carry))
+            return functional_call(self, self.cast.tensors(self, x.dtype), (x, frames, gate, carry, edit))
         if self.gradient_checkpointing and torch.is_grad_enabled() and carry is None:
             delta = checkpoint(self._delta, x, gate, frames, use_reentrant=False)
         else:
-            delta = self._delta(x, gate, frames, carry)
+            delta = self._delta(x, gate, frames, carry, edit)
         return x + delta
 
-    def _delta(self, x, gate, frames, carry=None):
+    def _delta(self, x, gate, frames, carry=None, edit=False):
         dtype = self.norm_x.weight.dtype
         seq = rearrange(x.to(dtype), "(v t) c h w -> v t h w c", t=frames)
         h = self.norm_x(seq)
         g = h if gate is None else self.norm_gate(rearrange(gate.to(dtype), "(v t) c h w -> v t h w c", t=frames))
         delta = self.spatial_mix(h, g, carry)
         if self.channel_mix is not None:
-            delta = delta + self.channel_mix(self.norm_cm(seq + delta), carry)
+            delta = delta + self.channel_mix(self.norm_cm(seq + delta), carry, edit)
         return rearrange(delta, "v t h w c -> (v t) c h w").to(x.dtype)

@@ -28,11 +28,11 @@ class FrameCarry:
     out_future: tuple | None = None
     out_prev: dict = field(default_factory=dict)
 
-    def shift(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """time_shift of feature `name` from the carried frame; keeps the next window's."""
+    def shift(self, name: str, x: torch.Tensor, pad: str = "zero") -> torch.Tensor:
+        """time_shift of feature `name` from the carried frame (none: `pad`); keeps the next window's."""
         if self.next_start is not None:
             self.out_prev[name] = x[:, self.next_start - 1:self.next_start].detach().clone()  # not a view: frees x
-        return time_shift(x, self.prev.get(name))
+        return time_shift(x, self.prev.get(name), pad)
 
     def mix(self, w, u, k, v, frame_tokens: int) -> torch.Tensor:
         """bi_wkv of the window's k, v (V, L, C) with the carried states; keeps the states to hand on."""

@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass, replace
 PLACEMENTS = ("skip+mid", "skip", "mid")
 SKIP_FUSIONS = ("gate", "merge")
 FRAME_ATTENTIONS = ("self", "first+previous")    # vrwkv/frame_attention.py
+PADS = ("zero", "repeat", "repeat-edits")        # blocks.ChannelMix3D
 # field -> key in the weights' block spec
 SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": "hidden_ratio",
              "rank": "rank_ratio", "fused_rkv": "fused_mix", "skip_fusion": "skip_fusion",
              "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level",
-             "frame_attention": "frame_attention", "end_percent": "end_percent"}
+             "frame_attention": "frame_attention", "end_percent": "end_percent",
+             "channel_mix_pad": "channel_mix_pad"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,11 @@ class BlockConfig:
     own self-attention per frame ("self") or each frame's reading the first and the previous
     frame ("first+previous", vrwkv/frame_attention.py). end_percent: sampling runs the blocks from
     its start (the highest noise) to this fraction of the way (ComfyUI's percent, as ControlNet's
-    end_percent), then skips them; 1: all the way (a run-time choice, like half_precision_sampling)."""
+    end_percent), then skips them; 1: all the way (a run-time choice, like half_precision_sampling).
+    channel_mix_pad: what the channel mix reads before frame 0: zero (RWKV's), frame 0 itself
+    ("repeat"), or zero but frame 0 itself in edits ("repeat-edits": inverting a clip and sampling
+    from its inversion, ddim.EDIT_KEY). The spatial mix always reads zero there: that tells the
+    blocks where the clip begins, which generation needs and an edit has from its source."""
 
     placement: str = "skip+mid"
     min_level: int = 0
@@ -42,6 +48,7 @@ class BlockConfig:
     channel_mix_max_level: int | None = None
     frame_attention: str = "self"
     end_percent: float = 1.0
+    channel_mix_pad: str = "zero"
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -56,6 +63,8 @@ class BlockConfig:
             raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {self.skip_fusion!r}")
         if self.frame_attention not in FRAME_ATTENTIONS:
             raise ValueError(f"frame_attention must be one of {FRAME_ATTENTIONS}, got {self.frame_attention!r}")
+        if self.channel_mix_pad not in PADS:
+            raise ValueError(f"channel_mix_pad must be one of {PADS}, got {self.channel_mix_pad!r}")
         if not 0 < self.end_percent <= 1:
             raise ValueError(f"end_percent must be in (0, 1] (1: the blocks act through all of sampling), "
                              f"got {self.end_percent}")
@@ -88,6 +97,7 @@ PAPER = BlockConfig()
 # The cheapest block: no channel mix, rank-1/4 projections, r/k/v fused.
 LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
 # What VRWKV Patch Model builds by default: the paper's block, each frame's attention reading the
-# first and previous frame, the blocks acting in the first half of sampling (bench/results/
-# quality_cpu.md and quality_textured_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
-DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5)
+# first and previous frame, the blocks acting in the first half of sampling, the channel mix
+# reading frame 0 as its own past in edits (bench/results/quality_cpu.md and
+# quality_textured_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
+DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5, channel_mix_pad="repeat-edits")

@@ -12,6 +12,9 @@ Conventions the nodes and saved inversions rely on:
    the model at sigma_next on ``x * sqrt((1 + sigma_next^2) / (1 + sigma^2))``. The step back
    then evaluates the same timestep (CONTRIBUTING.md, design notes).
 4. eta > 0 (sampling only): diffusers' noise in sigma space, ``ddim_noise_split``.
+5. An inversion, and sampling with ``edit`` (from an inversion), put EDIT_KEY in the model call's
+   transformer options: VRWKV blocks with channel_mix_pad "repeat-edits" then read frame 0 as its
+   own past, the same way in both, so sampling back still returns to the clip.
 """
 
 import math
@@ -19,6 +22,7 @@ import math
 import torch
 
 STEPS_OFFSET = 1  # diffusers' steps_offset for SD1.5
+EDIT_KEY = "vrwkv_edit"   # transformer_options[EDIT_KEY]: this call inverts a clip or samples an edit of it
 
 
 def ddim_timesteps(steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -120,15 +124,20 @@ def check_sigmas(sigmas, eta: float) -> None:
 
 @torch.no_grad()
 def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, noise_sampler=None,
-                inversion_refine=0):
+                inversion_refine=0, edit=False):
     """DDIM over `sigmas` (decreasing: sampling; increasing: inversion) as ComfyUI's KSAMPLER
     calls it. `inversion_refine` > 0 iterates each inversion step towards the fixed point
     ``x_next = x + (sigma_next - sigma) * eps(x_next, sigma_next)``, from which sampling
-    returns to x exactly (one model call per iteration; 0 is Tune-A-Video's inversion)."""
+    returns to x exactly (one model call per iteration; 0 is Tune-A-Video's inversion).
+    `edit`: x is an inversion (convention 5; an inversion is always marked)."""
     check_sigmas(sigmas, eta)
     if int(inversion_refine) != inversion_refine or inversion_refine < 0:
         raise ValueError(f"inversion_refine must be a whole number >= 0, got {inversion_refine}.")
     extra_args = {} if extra_args is None else extra_args
+    if edit or sigmas[-1] > sigmas[0]:
+        options = extra_args.get("model_options", {})
+        extra_args = {**extra_args, "model_options": {
+            **options, "transformer_options": {**options.get("transformer_options", {}), EDIT_KEY: True}}}
     if eta > 0.0 and noise_sampler is None:
         noise_sampler = seeded_noise_sampler(x, extra_args.get("seed"))
     s_in = x.new_ones([x.shape[0]])

@@ -6,7 +6,7 @@
   and keeps the blocks' own (training) dtype;
 - with CFG the batch holds len(cond_or_uncond) videos of T frames each.
 On a window of a longer clip, transformer_options carries the window (vrwkv/windows.py),
-which hands each block its Bi-WKV carry.
+which hands each block its Bi-WKV carry; in an edit it carries ddim.EDIT_KEY.
 """
 
 import copy
@@ -16,7 +16,10 @@ from torch import nn
 
 from .blocks import SpatialMix3D, VRWKVBlock3D
 from .config import BlockConfig
+from .ddim import EDIT_KEY
 from .windows import CONTEXT_KEY
+
+INIT_SEED = 0   # the blocks' initialisation (VRWKVBlocks)
 
 
 class VRWKVBlocks(nn.Module):
@@ -28,8 +31,13 @@ class VRWKVBlocks(nn.Module):
         super().__init__()
         self.spec = spec
         self.config = BlockConfig.from_spec(spec)
-        self.blocks = nn.ModuleDict({name: block(b["channels"], b["gate_channels"], self.config.at_level(b["level"]))
-                                     for name, b in spec["blocks"].items()})
+        # One initialisation for a layout, whatever the global random state (ComfyUI's samplers
+        # reseed it): a workflow tunes the same blocks each time it runs.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(INIT_SEED)
+            self.blocks = nn.ModuleDict({name: block(b["channels"], b["gate_channels"],
+                                                     self.config.at_level(b["level"]))
+                                         for name, b in spec["blocks"].items()})
         self.set_norm_frames(spec.get("norm_frames"))
 
     def set_norm_frames(self, frames: int | None) -> None:
@@ -91,10 +99,11 @@ class VRWKVPatch(ModulePatch):
         if self.ended(transformer_options):
             return h, hsp
         window = transformer_options.get(CONTEXT_KEY)
+        edit = {"edit": True} if transformer_options.get(EDIT_KEY) else {}
 
         def run(name, x, gate=None):
             carry = window.carry(name) if window is not None else None
-            return blocks[name](x, frames, gate=gate, **({} if carry is None else {"carry": carry}))
+            return blocks[name](x, frames, gate=gate, **({} if carry is None else {"carry": carry}), **edit)
 
         if index == 0 and "mid" in blocks:            # h is the mid-block output here
             h = run("mid", h)

@@ -66,6 +66,21 @@ def half_precision_sampling(pack):
             "dtypes": sorted(dtypes)}
 
 
+def spied_default_patch(pack, base, record):
+    """VRWKV Patch Model's default patch on `base` (model, patch); each model call's transformer
+    options and end_percent verdict go to `record(options, skipped)`."""
+    (model,) = pack.nodes.patch_model.VRWKVPatchModel().patch(base, "skip+mid", "all")
+    patch = pack.nodes.common.find_patch(model)
+    ended = patch.ended
+
+    def spy(options):
+        skipped = ended(options)
+        record(options, skipped)
+        return skipped
+    patch.ended = spy
+    return model, patch
+
+
 def sampling_schedule(pack):
     """VRWKV Patch Model's default end_percent in a sampling run: the sigma where the blocks
     stop (as the patch holds it, ComfyUI's percent_to_sigma, and vrwkv.ddim's on the model's
@@ -73,22 +88,61 @@ def sampling_schedule(pack):
     import importlib
 
     import comfy.sample
-    node, common = pack.nodes.patch_model, pack.nodes.common
+    node = pack.nodes.patch_model
     ddim = importlib.import_module(pack.__name__ + ".vrwkv.ddim")
     base = random_sd15("shallow")
     latent, pos, neg = inputs()
     calls = []
     with torch.inference_mode():
-        (model,) = node.VRWKVPatchModel().patch(base, "skip+mid", "all")
-        patch = common.find_patch(model)
-        ended = patch.ended
-        patch.ended = lambda options: calls.append([float(options["sigmas"].max()), ended(options)]) or calls[-1][1]
+        model, patch = spied_default_patch(pack, base, lambda options, skipped: calls.append(
+            [float(options["sigmas"].max()), skipped]))
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(3))
         comfy.sample.sample(model, noise, 6, 5.0, "euler", "normal", pos, neg, latent, denoise=1.0, seed=1)
         sampling = model.get_model_object("model_sampling")
         return {"end_percent": node.DEFAULT.end_percent, "end_sigma": patch.end_sigma,
                 "comfy": sampling.percent_to_sigma(node.DEFAULT.end_percent),
                 "ours": ddim.percent_to_sigma(sampling.sigmas, node.DEFAULT.end_percent), "calls": calls}
+
+
+def edit_marks(pack):
+    """Which model calls tell the blocks they are part of an edit (ddim.EDIT_KEY): VRWKV DDIM
+    Inversion's, VRWKV KSampler (DDIM)'s from its inverted_latent and from fresh noise, and
+    SamplerCustom's with VRWKV DDIM sampler's edit on and off; whether the MODEL's own options
+    gained the mark."""
+    import importlib
+
+    import comfy.sample
+    import comfy.samplers
+    ddim_nodes = pack.nodes.ddim
+    key = importlib.import_module(pack.__name__ + ".vrwkv.ddim").EDIT_KEY
+    base = random_sd15("shallow")
+    latent, pos, neg = inputs()
+    marks = []
+    with torch.inference_mode():
+        model, _ = spied_default_patch(pack, base, lambda options, skipped: marks.append(bool(options.get(key))))
+
+        def run(call):
+            marks.clear()
+            call()
+            return sorted(set(marks))
+        inverted = {}
+
+        def invert():
+            inverted["latent"] = ddim_nodes.VRWKVDDIMInversion().invert(model, {"samples": latent}, pos, 4, 1.0, 0,
+                                                                        "invert", "unused")["result"][0]
+        ksampler = ddim_nodes.VRWKVKSampler()
+
+        def custom(edit):
+            (sampler,) = ddim_nodes.VRWKVSamplerDDIM().get_sampler(0.0, edit)
+            sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 3)
+            comfy.sample.sample_custom(model, torch.zeros_like(latent), 5.0, sampler, sigmas, pos, neg, latent, seed=1)
+        found = {"inversion": run(invert),
+                 "ksampler_from_inversion": run(lambda: ksampler.sample(model, 1, 4, 5.0, pos, neg, {"samples": latent},
+                                                                        1.0, 0.0, inverted["latent"])),
+                 "ksampler_from_noise": run(lambda: ksampler.sample(model, 1, 4, 5.0, pos, neg, {"samples": latent},
+                                                                    1.0, 0.0)),
+                 "sampler_custom_edit": run(lambda: custom(True)), "sampler_custom": run(lambda: custom(False))}
+    return {**found, "model_options_marked": key in model.model_options.get("transformer_options", {})}
 
 
 def windowed_runs(pack):
@@ -172,6 +226,7 @@ def main():
     import_comfy()
     pack = load_pack_in_comfy()
     print(json.dumps({"half": half_precision_sampling(pack), "schedule": sampling_schedule(pack),
+                      "edit_marks": edit_marks(pack),
                       "windows": windowed_runs(pack),
                       "controlnet": controlnet_tuning(pack, sys.argv[1])}))
 

@@ -1,5 +1,6 @@
 """The pack inside ComfyUI's own runtime (comfy_runtime_check.py, run under ComfyUI's Python):
-half-precision sampling under inference mode, the blocks' end_percent in a sampling run,
+half-precision sampling under inference mode, the blocks' end_percent in a sampling run, the
+edit mark of the pack's inversion and samplers,
 context windows across sampling runs and with CFG, and a ControlNet on the tuning prompt with a
 tuning window."""
 
@@ -42,6 +43,16 @@ def test_blocks_stop_at_comfyui_s_sigma_for_end_percent(found):
     verdicts = [skipped for _, skipped in schedule["calls"]]
     assert verdicts[0] is False and verdicts[-1] is True
     assert all(skipped == (sigma < schedule["end_sigma"]) for sigma, skipped in schedule["calls"])
+
+
+def test_the_pack_s_inversion_and_edit_sampling_tell_the_blocks(found):
+    """Every model call of VRWKV DDIM Inversion and of VRWKV KSampler (DDIM) from its
+    inverted_latent carries ddim.EDIT_KEY, and SamplerCustom's with VRWKV DDIM's edit on;
+    sampling from fresh noise carries none; the MODEL passed in is not marked."""
+    marks = found["edit_marks"]
+    assert marks["inversion"] == marks["ksampler_from_inversion"] == marks["sampler_custom_edit"] == [True]
+    assert marks["ksampler_from_noise"] == marks["sampler_custom"] == [False]
+    assert marks["model_options_marked"] is False
 
 
 def test_a_new_sampling_run_forgets_the_last_runs_states(found):

@@ -54,7 +54,7 @@ def round_trip(comfy_server):
     g["ks_refined"] = ksampler("inv_refined")
     g["ks_fresh"] = ksampler("inv")                  # the same sampling from fresh noise instead
     del g["ks_fresh"]["inputs"]["inverted_latent"]
-    g["ddim"] = {"class_type": "VRWKVSamplerDDIM", "inputs": {"eta": 0.0}}
+    g["ddim"] = {"class_type": "VRWKVSamplerDDIM", "inputs": {"eta": 0.0, "edit": True}}
     g["euler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     g["sc"] = sampler_custom(["ddim", 0], ["inv", 1], ["inv", 0])
     g["sc_euler"] = sampler_custom(["euler", 0], ["inv", 1], ["inv", 0])

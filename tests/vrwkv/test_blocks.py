@@ -14,6 +14,7 @@ from vrwkv_editor.kernels import bi_wkv
 from vrwkv_editor.vrwkv import blocks
 from vrwkv_editor.vrwkv.blocks import VRWKVBlock3D
 from vrwkv_editor.vrwkv.config import BlockConfig
+from vrwkv_editor.vrwkv.ddim import EDIT_KEY
 from vrwkv_editor.vrwkv.layout import SkipPoint, block_spec, unet_layout
 from vrwkv_editor.vrwkv.patch import VRWKVBlocks, VRWKVPatch, frames_per_video
 
@@ -72,6 +73,21 @@ def test_patch_callable_is_exact_identity_at_init():
         opts = {"block": ("output", index), "cond_or_uncond": [1, 0]}
         h2, hsp2 = patch(h, hsp, opts)
         assert (h2 - h).abs().max().item() == 0 and (hsp2 - hsp).abs().max().item() == 0
+
+
+def test_blocks_start_the_same_whatever_the_global_random_state():
+    """Two VRWKVBlocks of one layout, built after different global seeds, hold the same
+    initial weights (a workflow tunes the same blocks each run), and building them leaves
+    the global random stream where it was."""
+    spec = block_spec(unet_layout(latent_unet()), BlockConfig(channel_mix=2))
+    torch.manual_seed(1)
+    first = VRWKVBlocks(spec).state_dict()
+    after = torch.rand(1)
+    torch.manual_seed(2)
+    second = VRWKVBlocks(spec).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after)
 
 
 def test_patched_unet_equals_unpatched_at_init_and_differs_after_a_step():
@@ -250,6 +266,7 @@ LEAN = {
     "merge skip fusion": {"skip_fusion": "merge"},
     "unet dtype": {"half_precision_sampling": True},
     "channel mix at level 0 only": {"channel_mix_max_level": 0},
+    "channel mix repeating frame 0": {"channel_mix_pad": "repeat"},
     "all": {"channel_mix": 0, "rank": 0.5, "fused_rkv": True, "skip_fusion": "merge"},
 }
 
@@ -302,6 +319,48 @@ def test_lean_options_build_what_they_name():
         BlockConfig(rank=2)
     with pytest.raises(ValueError, match="channel_mix must be >= 0"):
         BlockConfig(channel_mix=-1)
+
+
+def test_channel_mix_pad_reads_frame_0_as_its_own_past_where_asked():
+    """"repeat" computes frame 0 as after a still frame (the clip with frame 0 twice) and every
+    other frame as zero padding does; "repeat-edits" does so in edits only. Fails if the pad
+    were ignored, applied to every frame, or applied outside edits."""
+    g = torch.Generator().manual_seed(0)
+    mixes = {pad: blocks.ChannelMix3D(6, 2, pad) for pad in ("zero", "repeat", "repeat-edits")}
+    with torch.no_grad():
+        for p in mixes["zero"].parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for mix in mixes.values():
+            mix.load_state_dict(mixes["zero"].state_dict())
+        x = torch.randn(2, 4, 3, 3, 6, generator=g)
+        still = mixes["zero"](torch.cat([x[:, :1], x], 1))[:, 1:]
+        zero = mixes["zero"](x)
+        assert torch.allclose(mixes["repeat"](x), still, atol=1e-6)
+        assert torch.equal(still[:, 1:], zero[:, 1:]) and not torch.allclose(still[:, 0], zero[:, 0])
+        assert torch.equal(mixes["repeat-edits"](x), zero) and torch.equal(mixes["zero"](x, edit=True), zero)
+        assert torch.equal(mixes["repeat-edits"](x, edit=True), mixes["repeat"](x))
+
+
+def test_the_patch_tells_the_blocks_an_edit():
+    """ddim.EDIT_KEY in the transformer options reaches the channel mixes: with "repeat-edits"
+    a patched UNet's output changes (from frame 0 of each video on), with "zero" it does not."""
+    unet = latent_unet()
+    x, t, context, opts = unet_inputs()
+    out = {}
+    for pad in ("zero", "repeat-edits"):
+        torch.manual_seed(0)
+        patch = VRWKVPatch(VRWKVBlocks(block_spec(unet_layout(unet), BlockConfig(channel_mix=2, channel_mix_pad=pad))))
+        randomise_outputs(patch)
+        with torch.no_grad():
+            for name, p in patch.blocks.named_parameters():
+                if name.endswith("mu_k"):
+                    p.fill_(0.5)
+            for edit in (False, True):
+                options = {**opts, "patches": {"output_block_patch": [patch]}, **({EDIT_KEY: True} if edit else {})}
+                out[pad, edit] = unet(x, t, context, options).unflatten(0, (2, 3))
+    assert torch.equal(out["zero", False], out["zero", True])
+    assert torch.equal(out["zero", False], out["repeat-edits", False])
+    assert not torch.allclose(out["repeat-edits", True][:, 0], out["repeat-edits", False][:, 0])
 
 
 @pytest.mark.parametrize("skip_fusion", ["gate", "merge"])

@@ -7,7 +7,8 @@ import pytest
 from vrwkv_editor.vrwkv.config import DEFAULT, PAPER, BlockConfig
 
 
-@pytest.mark.parametrize("config", [PAPER, DEFAULT, BlockConfig("mid", 1, 1, 0.5, True, "merge", True, 1, "first+previous", 0.4)])
+@pytest.mark.parametrize("config", [PAPER, DEFAULT,
+                                    BlockConfig("mid", 1, 1, 0.5, True, "merge", True, 1, "first+previous", 0.4, "repeat")])
 def test_spec_round_trip_through_json(config):
     assert BlockConfig.from_spec(json.loads(json.dumps(config.to_spec()))) == config
 
@@ -19,7 +20,8 @@ def test_a_spec_saved_before_the_options_is_the_paper_block_where_it_was_placed(
 
 def test_the_spec_keys_are_those_files_have_always_used():
     assert set(PAPER.to_spec()) == {"placement", "min_level", "hidden_ratio", "rank_ratio", "fused_mix",
-                                    "skip_fusion", "sample_in_unet_dtype", "channel_mix_max_level", "frame_attention", "end_percent"}
+                                    "skip_fusion", "sample_in_unet_dtype", "channel_mix_max_level", "frame_attention", "end_percent",
+                                    "channel_mix_pad"}
 
 
 @pytest.mark.parametrize("bad,message", [({"placement": "everywhere"}, "placement must be one of"),
@@ -29,7 +31,8 @@ def test_the_spec_keys_are_those_files_have_always_used():
                                          ({"skip_fusion": "concat"}, "skip_fusion must be one of"),
                                          ({"channel_mix_max_level": -1}, "channel_mix_max_level must be"),
                                          ({"frame_attention": "all"}, "frame_attention must be one of"),
-                                         ({"end_percent": 0}, r"end_percent must be in \(0, 1\]")])
+                                         ({"end_percent": 0}, r"end_percent must be in \(0, 1\]"),
+                                         ({"channel_mix_pad": "reflect"}, "channel_mix_pad must be one of")])
 def test_bad_values_are_refused_with_the_range(bad, message):
     with pytest.raises(ValueError, match=message):
         BlockConfig(**bad)

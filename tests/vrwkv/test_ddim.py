@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vrwkv_editor.vrwkv.ddim import (ddim_noise_split, ddim_sigmas, ddim_step, ddim_timesteps, sample_ddim,
+from vrwkv_editor.vrwkv.ddim import (EDIT_KEY, ddim_noise_split, ddim_sigmas, ddim_step, ddim_timesteps, sample_ddim,
                                      seeded_noise_sampler)
 
 SHAPE = (2, 4, 8, 8)
@@ -196,6 +196,26 @@ def test_sampling_matches_product_of_closed_form_steps_and_reports_each_step():
     assert seen == [(i, s, SHAPE) for i, s in enumerate(sigmas[:-1].tolist())]
     assert all(kw == {"seed": 3, "model_options": "opts"} for _, kw in den.calls)
     assert [c[0].tolist() for c in den.calls] == [[s, s] for s in sigmas[:-1].tolist()]
+
+
+def test_inversion_and_edits_tell_the_model_calls_and_leave_the_caller_s_options():
+    """An inversion, and sampling with edit=True, add EDIT_KEY to the transformer options of
+    every model call (ComfyUI's model_options, kept otherwise); plain sampling adds nothing,
+    and the caller's dicts are not changed."""
+    den = GaussianDenoiser()
+    sigmas = ddim_sigmas(sd15_sigma_table(), 4).double()
+    options = {"transformer_options": {"patches": "p"}, "other": 1}
+    x = torch.randn(SHAPE, dtype=torch.float64)
+
+    def calls(walk, **kw):
+        den.calls.clear()
+        sample_ddim(den, x, walk, extra_args={"seed": 0, "model_options": options}, **kw)
+        return [c[1]["model_options"] for c in den.calls]
+    marked = {"transformer_options": {"patches": "p", EDIT_KEY: True}, "other": 1}
+    assert calls(sigmas.flip(0)) == [marked] * 4
+    assert calls(sigmas, edit=True) == [marked] * 4
+    assert calls(sigmas) == [options] * 4
+    assert options == {"transformer_options": {"patches": "p"}, "other": 1}
 
 
 def round_trip(den, x0, steps):

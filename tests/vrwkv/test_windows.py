@@ -52,7 +52,8 @@ def tuned_block(channels=8, seed=0, norm_frames=None, **options):
 LEAN = {"the paper's block": ({}, {"x", "gate", "channel_mix"}),
         "fused mix": ({"fused_rkv": True}, {"rkv", "channel_mix"}),
         "merge fusion, low rank": ({"skip_fusion": "merge", "rank": 0.5}, {"x", "gate", "channel_mix"}),
-        "no channel mix": ({"channel_mix": 0}, {"x", "gate"})}
+        "no channel mix": ({"channel_mix": 0}, {"x", "gate"}),
+        "channel mix repeating frame 0": ({"channel_mix_pad": "repeat"}, {"x", "gate", "channel_mix"})}
 
 
 @pytest.mark.parametrize("lean", LEAN, ids=list(LEAN))
