@@ -1,8 +1,7 @@
 """The pack inside ComfyUI's own runtime (comfy_runtime_check.py, run under ComfyUI's Python):
 half-precision sampling under inference mode, the blocks' end_percent in a sampling run, the
-edit mark of the pack's inversion and samplers,
-context windows across sampling runs and with CFG, and a ControlNet on the tuning prompt with a
-tuning window."""
+edit mark of the pack's inversion and samplers, context windows across sampling runs and with
+CFG, and a ControlNet on the tuning prompt with a tuning window."""
 
 import json
 from pathlib import Path
