@@ -32,12 +32,12 @@ from .quality.worlds import WORLDS, get_world
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
 # The committed protocol's methods: the baselines at their recipe's rate and at 1e-3, the
-# nodes' defaults (and with end_percent 0.3), the paper's block alone (the node's lr, 1e-4, each
-# lr multiplier at 1x, Tune-A-Video's rate, with cross-frame attention), and cheaper blocks
-# (bench/quality/methods.py).
-DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default-zero", "default-cmrep", "paper", "paper@1e-4",
-                   "paper-blocks-x1", "paper-temporal-x1", "paper@3e-5", "paper-sc", "default-end03", "paper-mid",
-                   "paper-mid@3e-5", "lean", "lean@3e-5", "lean-cm1", "lean-cm1-low"]
+# nodes' defaults (and with their former edit end, edit pad or end_percent), the paper's block
+# alone (the node's lr, 1e-4, each lr multiplier at 1x, Tune-A-Video's rate, with cross-frame
+# attention), and cheaper blocks (bench/quality/methods.py).
+DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default-edit05", "default-zero", "default-cmrep", "paper",
+                   "paper@1e-4", "paper-blocks-x1", "paper-temporal-x1", "paper@3e-5", "paper-sc", "default-end03",
+                   "paper-mid", "paper-mid@3e-5", "lean", "lean@3e-5", "lean-cm1", "lean-cm1-low"]
 SHORT_STRIP = ("untuned", "tav")   # and the defaults, else the first VRWKV method asked for
 QUICK = dict(methods=["untuned", "tav", "default"], frames=[8], tune_seeds=[33], sample_seeds=[1000], clips=1,
              tune_steps=60)

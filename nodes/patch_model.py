@@ -13,6 +13,7 @@ NONE = "none"
 CHANNEL_MIX = {"4x (paper)": 4, "2x": 2, "1x": 1, "none": 0}
 PROJECTIONS = {"full": None, "rank 1/2": 0.5, "rank 1/4": 0.25, "rank 1/8": 0.125}
 FRAME_ATTENTION = {"first and previous frame": "first+previous", "own frame (SD)": "self"}
+EDIT_END = DEFAULT.end(edit=True)     # edit_end_percent's widget default
 
 
 def choice(table: dict, value) -> str:
@@ -20,13 +21,14 @@ def choice(table: dict, value) -> str:
 
 
 def widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                  half_precision_sampling, frame_attention, end_percent) -> BlockConfig:
+                  half_precision_sampling, frame_attention, end_percent, edit_end_percent) -> BlockConfig:
     """The node's widgets as a BlockConfig (DEFAULT's where no widget sets a field)."""
     return DEFAULT.replace(placement=placement, min_level=LEVEL_CHOICES[resolution],
                            channel_mix=CHANNEL_MIX[channel_mix], rank=PROJECTIONS[projections],
                            fused_rkv=fused_rkv, skip_fusion=skip_fusion,
                            half_precision_sampling=half_precision_sampling,
-                           frame_attention=FRAME_ATTENTION[frame_attention], end_percent=end_percent)
+                           frame_attention=FRAME_ATTENTION[frame_attention], end_percent=end_percent,
+                           edit_end_percent=edit_end_percent)
 
 
 def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict | None = None,
@@ -51,8 +53,7 @@ def apply_vrwkv(model, spec: dict, state: dict | None = None, base_deltas: dict 
         check_state_matches(state, {k: v.shape for k, v in blocks.state_dict().items()}, source)
         blocks.load_state_dict(state)
     patch = VRWKVPatch(blocks, info, base_deltas, model_base(model, prompt, node_id))
-    if blocks.config.end_percent < 1:
-        patch.end_sigma = model.get_model_object("model_sampling").percent_to_sigma(blocks.config.end_percent)
+    patch.set_ends(model.get_model_object("model_sampling").percent_to_sigma)
     patched = model.clone()
     patched.set_model_output_block_patch(patch)
     if blocks.config.frame_attention == "first+previous":
@@ -108,7 +109,7 @@ class VRWKVPatchModel:
                 "weights": ([NONE] + weights_files(), {"default": NONE, "tooltip":
                             "Tuned VRWKV weights from models/vrwkv to load. Their block layout replaces "
                             "placement, resolution and the block options below, frame_attention included (not "
-                            "half_precision_sampling and end_percent, which apply as set here)."}),
+                            "half_precision_sampling, end_percent and edit_end_percent, which apply as set here)."}),
                 "channel_mix": (list(CHANNEL_MIX), {"default": choice(CHANNEL_MIX, DEFAULT.channel_mix), "tooltip":
                                 "Width of each block's channel mix (RWKV's feed-forward) as a multiple of its "
                                 "channels; 'none' leaves it out. It holds most of a block's parameters, so a "
@@ -139,6 +140,12 @@ class VRWKVPatchModel:
                                 "form) to this point; after it SD draws the details alone, so the tuned clip's "
                                 "appearance does not flicker into an edit. 1.0: all the way. Tuning always uses "
                                 "them. Applies to loaded weights too."}),
+                "edit_end_percent": ("FLOAT", {"default": EDIT_END, "min": 0.05, "max": 1.0,
+                                     "step": 0.05, "tooltip": "end_percent for edits: DDIM inversion and "
+                                     "sampling from it (VRWKV KSampler given inverted_latent, VRWKV Sampler "
+                                     "(DDIM) with edit on). An edit takes its layout and motion from the source's "
+                                     "inversion, and blocks acting later add flicker. Applies to loaded weights "
+                                     "too."}),
             },
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
@@ -147,19 +154,20 @@ class VRWKVPatchModel:
               projections=choice(PROJECTIONS, DEFAULT.rank), skip_fusion=DEFAULT.skip_fusion,
               fused_rkv=DEFAULT.fused_rkv, half_precision_sampling=DEFAULT.half_precision_sampling,
               frame_attention=choice(FRAME_ATTENTION, DEFAULT.frame_attention), end_percent=DEFAULT.end_percent,
-              prompt=None, unique_id=None):
+              edit_end_percent=EDIT_END, prompt=None, unique_id=None):
         if weights and weights != NONE:
             spec, state, base, info = load_weights_file(weights)
             if (spec["placement"], spec["min_level"]) != (placement, LEVEL_CHOICES[resolution]):
                 log.info(f"VRWKV: using the layout stored in {weights} ({spec['placement']}, level >= {spec['min_level']})")
             config = BlockConfig.from_spec(spec).replace(half_precision_sampling=half_precision_sampling,
-                                                         end_percent=end_percent)
+                                                         end_percent=end_percent,
+                                                         edit_end_percent=edit_end_percent)
             spec = {**spec, **config.to_spec()}     # run-time choices, not a layout
             patched = apply_vrwkv(model, spec, state, base, info, prompt=prompt, node_id=unique_id)
             warning = check_base(patched, info, weights, unique_id)
             return {"ui": {"text": [warning]}, "result": (patched,)} if warning else (patched,)
         require_sd15(model, "VRWKV Patch Model")
         config = widget_config(placement, resolution, channel_mix, projections, skip_fusion, fused_rkv,
-                               half_precision_sampling, frame_attention, end_percent)
+                               half_precision_sampling, frame_attention, end_percent, edit_end_percent)
         return (apply_vrwkv(model, block_spec(unet_layout(model.get_model_object("diffusion_model")), config),
                             prompt=prompt, node_id=unique_id),)

@@ -78,8 +78,7 @@ def prepare(base: ToyModel, method: Method):
         for name, p in blocks.named_parameters():
             p.requires_grad_(not (method.freeze_mu and name.rsplit(".", 1)[-1] in MU_NAMES))
         patch = VRWKVPatch(blocks)
-        if config.end_percent < 1:
-            patch.end_sigma = percent_to_sigma(model.sigmas, config.end_percent)
+        patch.set_ends(lambda percent: percent_to_sigma(model.sigmas, percent))
         options = with_patch({}, patch)
         if config.frame_attention == "first+previous":
             options = with_attn1(options, transformer_blocks(model.unet), SparseCausalAttention())

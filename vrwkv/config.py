@@ -15,7 +15,7 @@ SPEC_KEYS = {"placement": "placement", "min_level": "min_level", "channel_mix": 
              "rank": "rank_ratio", "fused_rkv": "fused_mix", "skip_fusion": "skip_fusion",
              "half_precision_sampling": "sample_in_unet_dtype", "channel_mix_max_level": "channel_mix_max_level",
              "frame_attention": "frame_attention", "end_percent": "end_percent",
-             "channel_mix_pad": "channel_mix_pad"}
+             "channel_mix_pad": "channel_mix_pad", "edit_end_percent": "edit_end_percent"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,10 @@ class BlockConfig:
     own self-attention per frame ("self") or each frame's reading the first and the previous
     frame ("first+previous", vrwkv/frame_attention.py). end_percent: sampling runs the blocks from
     its start (the highest noise) to this fraction of the way (ComfyUI's percent, as ControlNet's
-    end_percent), then skips them; 1: all the way (a run-time choice, like half_precision_sampling).
+    end_percent), then skips them; 1: all the way (a run-time choice, like half_precision_sampling);
+    edit_end_percent: the same in edits (inverting a clip and sampling from its inversion,
+    ddim.EDIT_KEY; None: end_percent), where the layout comes from the source and the blocks,
+    acting late, add flicker.
     channel_mix_pad: what the channel mix reads before frame 0: zero (RWKV's), frame 0 itself
     ("repeat"), or zero but frame 0 itself in edits ("repeat-edits": inverting a clip and sampling
     from its inversion, ddim.EDIT_KEY). The spatial mix always reads zero there: that tells the
@@ -49,6 +52,7 @@ class BlockConfig:
     frame_attention: str = "self"
     end_percent: float = 1.0
     channel_mix_pad: str = "zero"
+    edit_end_percent: float | None = None
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -68,6 +72,8 @@ class BlockConfig:
         if not 0 < self.end_percent <= 1:
             raise ValueError(f"end_percent must be in (0, 1] (1: the blocks act through all of sampling), "
                              f"got {self.end_percent}")
+        if self.edit_end_percent is not None and not 0 < self.edit_end_percent <= 1:
+            raise ValueError(f"edit_end_percent must be in (0, 1] (or None: as end_percent), got {self.edit_end_percent}")
         if self.channel_mix_max_level is not None and not (isinstance(self.channel_mix_max_level, int)
                                                            and self.channel_mix_max_level >= 0):
             raise ValueError("channel_mix_max_level must be an integer >= 0 (or None: every level), got "
@@ -81,6 +87,10 @@ class BlockConfig:
         if self.channel_mix_max_level is not None and level > self.channel_mix_max_level:
             return replace(self, channel_mix=0)
         return self
+
+    def end(self, edit: bool) -> float:
+        """The fraction of sampling the blocks act in, in an edit or not."""
+        return self.edit_end_percent if edit and self.edit_end_percent is not None else self.end_percent
 
     def to_spec(self) -> dict:
         """The fields under their block-spec keys (JSON-able)."""
@@ -97,7 +107,8 @@ PAPER = BlockConfig()
 # The cheapest block: no channel mix, rank-1/4 projections, r/k/v fused.
 LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
 # What VRWKV Patch Model builds by default: the paper's block, each frame's attention reading the
-# first and previous frame, the blocks acting in the first half of sampling, the channel mix
-# reading frame 0 as its own past in edits (bench/results/quality_cpu.md and
-# quality_textured_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
-DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5, channel_mix_pad="repeat-edits")
+# first and previous frame, the blocks acting in the first half of sampling (the first 30% in
+# edits), the channel mix reading frame 0 as its own past in edits (bench/results/quality_cpu.md,
+# quality_textured_cpu.md and their seeds3 tables; cost: pipeline_cost_cpu_full_64px_fp32.md).
+DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5, channel_mix_pad="repeat-edits",
+                        edit_end_percent=0.3)

@@ -88,8 +88,8 @@ class VRWKVPatch(ModulePatch):
         self.info = dict(info or {})                  # training record saved with the weights
         self.base_deltas = dict(base_deltas or {})    # tuned UNet weights - original, by model key
         self.base = base                              # the model patched: weights.unet_fingerprint, checkpoint
-        self.end_sigma = None                         # sampling below this noise level skips the blocks
-        self._ended = (None, False)                   # (sigmas of the last model call, its verdict)
+        self.end_sigmas = (None, None)                # sampling below these noise levels skips the blocks: plain, edits
+        self._ended = (None, False, False)            # (sigmas of the last model call, edit, its verdict)
 
     def __call__(self, h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
         self.to(h.device)          # no-op once loaded; covers offload modes that skip model_patches_to
@@ -111,16 +111,24 @@ class VRWKVPatch(ModulePatch):
             hsp = run(f"skip_{index}", hsp, gate=h)
         return h, hsp
 
+    def set_ends(self, percent_to_sigma) -> None:
+        """end_sigmas from the blocks' end_percent and edit_end_percent, through the model's
+        percent_to_sigma (ComfyUI's, or ddim.percent_to_sigma on a sigma table)."""
+        config = self.blocks.config
+        self.end_sigmas = tuple(None if config.end(edit) >= 1 else percent_to_sigma(config.end(edit))
+                                for edit in (False, True))
+
     def ended(self, transformer_options: dict) -> bool:
-        """Whether this sampling call is past the blocks' part (BlockConfig.end_percent): its
-        noise level below end_sigma. Tuning (under autograd) always runs them. One read-back
-        per model call: the verdict is kept for the call's other blocks."""
-        sigmas = transformer_options.get("sigmas")
-        if self.end_sigma is None or sigmas is None or torch.is_grad_enabled():
+        """Whether this sampling call is past the blocks' part (BlockConfig.end_percent, or
+        edit_end_percent in an edit): its noise level below end_sigmas'. Tuning (under autograd)
+        always runs them. One read-back per model call: the verdict is kept for its other blocks."""
+        sigmas, edit = transformer_options.get("sigmas"), bool(transformer_options.get(EDIT_KEY))
+        end = self.end_sigmas[edit]
+        if end is None or sigmas is None or torch.is_grad_enabled():
             return False
-        if self._ended[0] is not sigmas:
-            self._ended = (sigmas, bool(sigmas.max() < self.end_sigma))
-        return self._ended[1]
+        if self._ended[0] is not sigmas or self._ended[1] != edit:
+            self._ended = (sigmas, edit, bool(sigmas.max() < end))
+        return self._ended[2]
 
     @property
     def module(self) -> nn.Module:
@@ -129,7 +137,7 @@ class VRWKVPatch(ModulePatch):
     def copy(self) -> "VRWKVPatch":
         """An independent patch with its own copy of the blocks (for tuning a clone)."""
         patch = VRWKVPatch(copy.deepcopy(self.blocks), self.info, self.base_deltas, self.base)
-        patch.end_sigma = self.end_sigma
+        patch.end_sigmas = self.end_sigmas
         return patch
 
 

@@ -66,7 +66,7 @@ class Unit:
         p = self.protocol
         # BlockConfig fields at their first value are left out: results written before they existed keep their keys
         method = repr(self.method).replace(", frame_attention='self'", "").replace(", end_percent=1.0", "")
-        method = method.replace(", channel_mix_pad='zero'", "")
+        method = method.replace(", channel_mix_pad='zero'", "").replace(", edit_end_percent=None", "")
         return json.dumps([p.world, method, get_world(p.world).cases[self.case].name, self.frames,
                            self.tune_seed, p.tune_steps, p.ddim_steps, p.cfg, list(p.sample_seeds), list(p.tracks),
                            p.gen_prompts, p.shared])

@@ -99,16 +99,17 @@ def sampling_schedule(pack):
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(3))
         comfy.sample.sample(model, noise, 6, 5.0, "euler", "normal", pos, neg, latent, denoise=1.0, seed=1)
         sampling = model.get_model_object("model_sampling")
-        return {"end_percent": node.DEFAULT.end_percent, "end_sigma": patch.end_sigma,
+        return {"end_percent": node.DEFAULT.end_percent, "end_sigma": patch.end_sigmas[0],
                 "comfy": sampling.percent_to_sigma(node.DEFAULT.end_percent),
                 "ours": ddim.percent_to_sigma(sampling.sigmas, node.DEFAULT.end_percent), "calls": calls}
 
 
 def edit_marks(pack):
-    """Which model calls tell the blocks they are part of an edit (ddim.EDIT_KEY): VRWKV DDIM
-    Inversion's, VRWKV KSampler (DDIM)'s from its inverted_latent and from fresh noise, and
-    SamplerCustom's with VRWKV DDIM sampler's edit on and off; whether the MODEL's own options
-    gained the mark."""
+    """Which model calls tell the blocks they are part of an edit (ddim.EDIT_KEY), each as
+    [marked, sigma, skipped the blocks]: VRWKV DDIM Inversion's, VRWKV KSampler (DDIM)'s from its
+    inverted_latent and from fresh noise, and SamplerCustom's with VRWKV DDIM sampler's edit on
+    and off; the sigmas where the default patch stops the blocks (as it holds them and as
+    ComfyUI's percent_to_sigma gives them); whether the MODEL's own options gained the mark."""
     import importlib
 
     import comfy.sample
@@ -119,12 +120,13 @@ def edit_marks(pack):
     latent, pos, neg = inputs()
     marks = []
     with torch.inference_mode():
-        model, _ = spied_default_patch(pack, base, lambda options, skipped: marks.append(bool(options.get(key))))
+        model, patch = spied_default_patch(pack, base, lambda options, skipped: marks.append(
+            [bool(options.get(key)), float(options["sigmas"].max()), skipped]))
 
         def run(call):
             marks.clear()
             call()
-            return sorted(set(marks))
+            return list(marks)
         inverted = {}
 
         def invert():
@@ -142,7 +144,11 @@ def edit_marks(pack):
                  "ksampler_from_noise": run(lambda: ksampler.sample(model, 1, 4, 5.0, pos, neg, {"samples": latent},
                                                                     1.0, 0.0)),
                  "sampler_custom_edit": run(lambda: custom(True)), "sampler_custom": run(lambda: custom(False))}
-    return {**found, "model_options_marked": key in model.model_options.get("transformer_options", {})}
+    sampling = model.get_model_object("model_sampling")
+    default = pack.nodes.patch_model.DEFAULT
+    return {**found, "model_options_marked": key in model.model_options.get("transformer_options", {}),
+            "end_sigmas": list(patch.end_sigmas),
+            "comfy": [sampling.percent_to_sigma(default.end(edit)) for edit in (False, True)]}
 
 
 def windowed_runs(pack):

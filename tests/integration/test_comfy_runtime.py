@@ -47,11 +47,19 @@ def test_blocks_stop_at_comfyui_s_sigma_for_end_percent(found):
 def test_the_pack_s_inversion_and_edit_sampling_tell_the_blocks(found):
     """Every model call of VRWKV DDIM Inversion and of VRWKV KSampler (DDIM) from its
     inverted_latent carries ddim.EDIT_KEY, and SamplerCustom's with VRWKV DDIM's edit on;
-    sampling from fresh noise carries none; the MODEL passed in is not marked."""
-    marks = found["edit_marks"]
+    sampling from fresh noise carries none; the MODEL passed in is not marked. Marked calls stop
+    the blocks at ComfyUI's sigma for the default edit_end_percent, the others at end_percent's."""
+    found = found["edit_marks"]
+    runs = ("inversion", "ksampler_from_inversion", "sampler_custom_edit", "ksampler_from_noise", "sampler_custom")
+    marks = {run: sorted({marked for marked, _, _ in found[run]}) for run in runs}
     assert marks["inversion"] == marks["ksampler_from_inversion"] == marks["sampler_custom_edit"] == [True]
     assert marks["ksampler_from_noise"] == marks["sampler_custom"] == [False]
-    assert marks["model_options_marked"] is False
+    assert found["model_options_marked"] is False
+    assert found["end_sigmas"] == pytest.approx(found["comfy"], rel=1e-6)
+    assert found["end_sigmas"][1] > found["end_sigmas"][0]          # edits stop the blocks earlier
+    calls = [call for run in runs for call in found[run]]
+    assert all(skipped == (sigma < found["end_sigmas"][marked]) for marked, sigma, skipped in calls)
+    assert {skipped for marked, _, skipped in calls if marked} == {True, False}
 
 
 def test_a_new_sampling_run_forgets_the_last_runs_states(found):
