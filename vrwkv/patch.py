@@ -99,11 +99,11 @@ class VRWKVPatch(ModulePatch):
         if self.ended(transformer_options):
             return h, hsp
         window = transformer_options.get(CONTEXT_KEY)
-        edit = {"edit": True} if transformer_options.get(EDIT_KEY) else {}
+        edit = bool(transformer_options.get(EDIT_KEY))
 
         def run(name, x, gate=None):
             carry = window.carry(name) if window is not None else None
-            return blocks[name](x, frames, gate=gate, **({} if carry is None else {"carry": carry}), **edit)
+            return blocks[name](x, frames, gate=gate, carry=carry, edit=edit)
 
         if index == 0 and "mid" in blocks:            # h is the mid-block output here
             h = run("mid", h)
