@@ -25,17 +25,17 @@ from pathlib import Path
 
 from . import machine_name
 from .quality import report
-from .quality.methods import METHODS, NODE_LR, RECIPE_LR, method
+from .quality.methods import METHODS, NODE_LR, NODE_STEPS, RECIPE_LR, method
 from .quality.run import Protocol, load_results, run, units
 from .quality.worlds import WORLDS, get_world
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
 # The committed protocol's methods: the baselines at their recipe's rate and at 1e-3, the
-# nodes' defaults (and with their former edit end, edit pad or end_percent), the paper's block
+# nodes' defaults (and with their former edit ends, edit pad or end_percent), the paper's block
 # alone (the node's lr, 1e-4, each lr multiplier at 1x, Tune-A-Video's rate, with cross-frame
 # attention), and cheaper blocks (bench/quality/methods.py).
-DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default-edit05", "default-zero", "default-cmrep", "paper",
+DEFAULT_METHODS = ["untuned", "tav", "tav@1e-3", "default", "default-edit03", "default-edit05", "default-zero", "default-cmrep", "paper",
                    "paper@1e-4", "paper-blocks-x1", "paper-temporal-x1", "paper@3e-5", "paper-sc", "default-end03",
                    "paper-mid", "paper-mid@3e-5", "lean", "lean@3e-5", "lean-cm1", "lean-cm1-low"]
 SHORT_STRIP = ("untuned", "tav")   # and the defaults, else the first VRWKV method asked for
@@ -98,7 +98,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, nargs="+", default=[8])
     p.add_argument("--tune-seeds", type=int, nargs="+", default=[33, 34])
     p.add_argument("--sample-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
-    p.add_argument("--tune-steps", type=int, default=300)
+    p.add_argument("--tune-steps", type=int, default=NODE_STEPS, help=f"every method's (default {NODE_STEPS}: "
+                   "VRWKV Tune On Video's, as Tune-A-Video's recipe)")
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--tracks", nargs="+", default=["generation", "edit"], choices=["generation", "edit"])

@@ -8,7 +8,7 @@ tune on the clip, invert it, re-render it with the edit prompt, write the video.
 
 Without --video/--ckpt it uses a generated 8-frame 64x64 clip and a random-weight SD1.5
 with a few steps: a check that the whole pipeline runs (the "edit" is noise). With a real
-checkpoint and the defaults of the workflow (300 tuning steps, 50 DDIM steps) it is the
+checkpoint and the defaults of the workflow (500 tuning steps, 50 DDIM steps) it is the
 real edit; use a GPU. The server runs with --cpu unless --gpu is given.
 """
 

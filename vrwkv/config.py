@@ -107,8 +107,8 @@ PAPER = BlockConfig()
 # The cheapest block: no channel mix, rank-1/4 projections, r/k/v fused.
 LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
 # What VRWKV Patch Model builds by default: the paper's block, each frame's attention reading the
-# first and previous frame, the blocks acting in the first half of sampling (the first 30% in
-# edits), the channel mix reading frame 0 as its own past in edits (bench/results/quality_cpu.md,
-# quality_textured_cpu.md and their seeds3 tables; cost: pipeline_cost_cpu_full_64px_fp32.md).
+# first and previous frame, the blocks acting in the first half of sampling (the first 20% in
+# edits), the channel mix reading frame 0 as its own past in edits (bench/results/quality_500steps_cpu.md,
+# quality_16_500steps_cpu.md, quality_textured_500steps_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
 DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5, channel_mix_pad="repeat-edits",
-                        edit_end_percent=0.3)
+                        edit_end_percent=0.2)

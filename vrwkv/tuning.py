@@ -29,8 +29,10 @@ BLOCK_LR_MULTIPLIER = 20.0
 @dataclass(frozen=True)
 class TuneSettings:
     """VRWKV Tune On Video's defaults. lr is 10x Tune-A-Video's 3e-5: at 3e-5 the blocks do not
-    learn the clip's motion in 300 steps (bench/results/quality_cpu.md)."""
-    steps: int = 300
+    learn the clip's motion in 300 steps (bench/results/quality_cpu.md). 500 steps, as Tune-A-Video's
+    recipe: at 300 the blocks learn a 16-frame clip's motion no better than per-frame sampling
+    draws it (quality_16_seeds4_cpu.md against quality_16_500steps_cpu.md)."""
+    steps: int = 500
     lr: float = 3e-4
     seed: int = 0
     weight_decay: float = 1e-2

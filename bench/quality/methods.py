@@ -13,6 +13,7 @@ from vrwkv_editor.vrwkv.tuning import TuneSettings  # noqa: E402
 
 RECIPE_LR = 3e-5              # Tune-A-Video's recipe
 NODE_LR = TuneSettings().lr   # VRWKV Tune On Video's default learning_rate
+NODE_STEPS = TuneSettings().steps
 
 
 def vrwkv(name: str, config=DEFAULT, **options) -> Method:
@@ -38,6 +39,8 @@ METHODS = {
     "paper-blocks-x1": vrwkv("paper, blocks at 1x the lr", PAPER, block_lr_multiplier=1.0),
     "paper-temporal-x1": vrwkv("paper, temporal parameters at 1x the lr", PAPER, temporal_lr_multiplier=1.0),
     "paper-sc": vrwkv("paper, frames read the first and previous frame", PAPER.replace(frame_attention="first+previous")),
+    "default-edit03": vrwkv("the defaults, blocks in the first 30% of sampling in edits",
+                            DEFAULT.replace(edit_end_percent=0.3)),
     "default-edit05": vrwkv("the defaults, blocks in the first half of sampling in edits too",
                             DEFAULT.replace(edit_end_percent=None)),
     "default-zero": vrwkv("the defaults, zero before frame 0 and blocks in the first half of sampling in edits too",

@@ -25,7 +25,7 @@ from toyworld.pipeline import NOISES, Method, Settings, edit_tuned, generate, tu
 from toyworld.fidelity import as_image_batch
 
 from .measures import Source, measure, metrics
-from .methods import method as method_by_name
+from .methods import NODE_STEPS, method as method_by_name
 from .worlds import get_world
 
 TRACKS = ("generation", "edit")
@@ -38,7 +38,7 @@ class Protocol:
     frames: tuple = (8,)
     tune_seeds: tuple = (33,)
     sample_seeds: tuple = (1000, 1001, 1002)
-    tune_steps: int = 300
+    tune_steps: int = NODE_STEPS
     ddim_steps: int = 20
     cfg: float = 4.0
     tracks: tuple = TRACKS

@@ -23,9 +23,9 @@ def test_minutes_and_cards_from_per_step_costs(tmp_path):
     edit_minutes.main(["--precision", "bf16", "--size", "64", "--device", "cuda", "--results", str(tmp_path)])
     text = (tmp_path / "edit_minutes_cuda_bf16.md").read_text()
     s = edit_minutes.edit_settings()
-    assert (s["tune_steps"], s["invert_steps"], s["sample_steps"], s["cfg"]) == (300, 50, 50, 12.5)
-    default = (300 * 0.2 + 50 * 0.1 + 50 * 0.3) / 60
-    tav = (300 * 0.6 + 50 * 0.2 + 50 * 0.4) / 60
+    assert (s["tune_steps"], s["invert_steps"], s["sample_steps"], s["cfg"]) == (500, 50, 50, 12.5)
+    default = (500 * 0.2 + 50 * 0.1 + 50 * 0.3) / 60
+    tav = (500 * 0.6 + 50 * 0.2 + 50 * 0.4) / 60
     assert f"| 16 | default | bfloat16 | 0.2 | 0.1 | 0.3 | {default:.1f} | {default / tav:.2f}x | 10.5 | yes | yes | yes |" in text
     assert f"| 16 | tune-a-video | bfloat16 | 0.6 | 0.2 | 0.4 | {tav:.1f} | 1.00x | 13.5 | no | yes | yes |" in text
     assert "| 120 (windows of 16, overlap 4) | default |" in text and "Test GPU" in text
