@@ -74,9 +74,9 @@ class VRWKVTuneOnVideo:
                 "conditioning": ("CONDITIONING", {"tooltip": "The source prompt describing the clip as it is "
                                                              "(e.g. 'a man skiing'), one for all frames."}),
                 "steps": ("INT", {"default": TuneSettings.steps, "min": 1, "max": 5000, "tooltip":
-                          "Tuning steps. 500 as in Tune-A-Video's recipe (the paper tunes 300-500); fewer "
-                          "learn the clip's motion less (at 300 a 16-frame clip's hardly shows) but keep "
-                          "more freedom for style edits."}),
+                          "Tuning steps. 500 as in Tune-A-Video's recipe (the paper tunes 300-500). Fewer "
+                          "keep more freedom for style edits but learn less of the clip's motion: at 300 "
+                          "the blocks barely learn a 16-frame clip's."}),
                 "learning_rate": ("FLOAT", {"default": TuneSettings.lr, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
                                             "tooltip": "AdamW learning rate (Tune-A-Video's recipe: 3e-5, too little for the "
                                                        "blocks to learn the clip's motion), used as is for the "
