@@ -18,6 +18,8 @@ Configurations are names, resolved when the run starts:
   all levels;
 - lean: config.LEAN (no channel mix, rank-1/4 projections, r/k/v fused); lean-cm1: with a 1x
   channel mix; lean-cm1-low: the 1x channel mix only at levels 0-1;
+- default-mid: default with the blocks on the mid block only; default-cm1-low: default with
+  lean-cm1-low's blocks;
 - default-half: default with half_precision_sampling (a sampling-time choice).
 
 Precision (--precision fp32 | bf16 | fp16): the UNet's weights in that dtype, and tuning as
@@ -69,6 +71,8 @@ BASELINES = ("plain", "tune-a-video", "tune-a-video-shipped")
 # name -> the VRWKV configuration (vrwkv/config.py), read when the run starts
 VRWKV = {"default": DEFAULT, "paper": PAPER, "lean": LEAN, "lean-cm1": LEAN.replace(channel_mix=1),
          "lean-cm1-low": LEAN.replace(channel_mix=1, channel_mix_max_level=1),
+         "default-mid": DEFAULT.replace(placement="mid"),
+         "default-cm1-low": DEFAULT.replace(channel_mix=1, channel_mix_max_level=1, rank=0.25, fused_rkv=True),
          "default-half": DEFAULT.replace(half_precision_sampling=True)}
 CONFIGS = BASELINES + tuple(VRWKV)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -470,7 +474,8 @@ def write_results(raw: dict, args, device: str, base: Path) -> None:
               "train); tune-a-video-shipped (mid and decoder only, as its reentrant checkpointing leaves it); "
               "default (VRWKV Patch Model's widget defaults at run time); paper (the paper's block); lean (no "
               "channel mix, rank-1/4 projections, r/k/v fused); lean-cm1 (lean with a 1x channel mix); lean-cm1-low "
-              "(that channel mix only at levels 0-1).", ""]
+              "(that channel mix only at levels 0-1); default-mid (default, blocks on the mid block only); "
+              "default-cm1-low (default with lean-cm1-low's blocks).", ""]
     if args.note:
         header += [args.note, ""]
     base.with_suffix(".md").write_text(table(raw, header, times=not args.busy))

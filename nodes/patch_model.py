@@ -100,7 +100,8 @@ class VRWKVPatchModel:
                 "model": ("MODEL", {"tooltip": "An SD1.5 model (from Load Checkpoint)."}),
                 "placement": (list(PLACEMENTS), {"default": DEFAULT.placement, "tooltip":
                               "Where the blocks go: fusing each encoder skip with the decoder (skip), on the "
-                              "mid-block output (mid), or both as in the paper (skip+mid)."}),
+                              "mid-block output (mid), or both as in the paper (skip+mid). mid tunes in about a "
+                              "quarter of skip+mid's memory and learns the clip's motion a little less closely."}),
                 "resolution": (list(LEVEL_CHOICES), {"default": choice(LEVEL_CHOICES, DEFAULT.min_level), "tooltip":
                                "Which UNet levels get blocks. High-resolution levels hold most tokens: "
                                "'half and below' or 'quarter and below' save most memory on long or large clips."}),

@@ -28,6 +28,8 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
+MID_PLACEMENT_KNOB = ("set placement to mid in VRWKV Patch Model: about a quarter of the default blocks' tuning "
+                      "memory (half of Tune-A-Video's); they still learn the clip's motion, a little less closely")
 LEAN_BLOCK_KNOB = ("use the lean block in VRWKV Patch Model (channel_mix none, projections rank 1/4, fused_rkv "
                    "on): a fraction of the paper's block's tuning memory, though it learns the clip's motion less")
 
@@ -43,6 +45,8 @@ def tuning_memory_knobs(gradient_checkpointing: bool, dtype: torch.dtype, traina
         knobs.append("set training_dtype to auto (bfloat16)")
     if trainable != TRAINABLE[0]:
         knobs.append(f"set trainable to {TRAINABLE[0]}")
+    if config is not None and config.placement != "mid":
+        knobs.append(MID_PLACEMENT_KNOB)
     if config is not None and (config.channel_mix > 0 or config.rank is None):
         knobs.append(LEAN_BLOCK_KNOB)
     return knobs + list(MEMORY_KNOBS)

@@ -110,5 +110,7 @@ LEAN = BlockConfig(channel_mix=0, rank=0.25, fused_rkv=True)
 # first and previous frame, the blocks acting in the first half of sampling (the first 20% in
 # edits), the channel mix reading frame 0 as its own past in edits (bench/results/quality_500steps_cpu.md,
 # quality_16_500steps_cpu.md, quality_textured_500steps_cpu.md; cost: pipeline_cost_cpu_full_64px_fp32.md).
+# placement "mid" tunes in a quarter of the memory but no longer clearly beats per-frame generation on
+# 16 textured frames (quality_textured_16_500steps_cpu.md; bench/README.md, the cost frontier).
 DEFAULT = PAPER.replace(frame_attention="first+previous", end_percent=0.5, channel_mix_pad="repeat-edits",
                         edit_end_percent=0.2)

@@ -8,8 +8,8 @@ import pytest
 
 from bench import edit_quality
 from bench.quality import report
-from bench.quality.methods import method
-from bench.quality.run import Protocol, units
+from bench.quality.methods import NODE_STEPS, method
+from bench.quality.run import Protocol, load_results, units
 
 
 def test_ci95_is_the_student_t_interval():
@@ -103,3 +103,19 @@ def test_the_textured_world_runs_and_measures_its_unnamed_detail(tmp_path):
     unit = json.loads((tmp_path / "t_cpu.jsonl").read_text())
     assert all(np.isfinite(r["detail"]) for r in unit["rows"]) and len(unit["rows"]) == 2
     assert "detail consistency ↑" in (tmp_path / "t_cpu.md").read_text()
+
+
+def test_a_bare_run_remakes_the_committed_headline_and_redoes_nothing():
+    """`bash scripts/bench.sh edit_quality` resumes quality_500steps_cpu.*, not another report."""
+    args, protocol = edit_quality.parse([])
+    assert args.name == f"quality_{NODE_STEPS}steps"
+    done = load_results(edit_quality.RESULTS / f"{args.name}_cpu.jsonl")
+    assert all(u.key() in done for u in units(args.methods, protocol))
+
+
+def test_each_world_and_clip_length_has_its_own_default_report():
+    args, protocol = edit_quality.parse(["--world", "textured", "--frames", "16", "--tune-steps", "300"])
+    assert args.name == "quality_textured_16_300steps"
+    assert (protocol.gen_prompts, protocol.shared) == ("source", "none")
+    args, protocol = edit_quality.parse(["--gen-prompts", "source", "--name", "x"])
+    assert (args.name, protocol.gen_prompts, protocol.shared) == ("x", "source", "source")

@@ -41,13 +41,18 @@ def test_tuning_knobs_name_only_what_would_change(monkeypatch, gpu_has_bf16):
     assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, window=16, frames=120) == list(MEMORY_KNOBS)
 
 
-def test_tuning_knobs_offer_the_lean_block_only_to_a_heavier_one():
-    from vrwkv_editor.nodes.tune import LEAN_BLOCK_KNOB
-    from vrwkv_editor.vrwkv.config import LEAN, PAPER
+def test_tuning_knobs_offer_the_mid_placement_and_the_lean_block_only_to_heavier_blocks():
+    from vrwkv_editor.nodes.tune import LEAN_BLOCK_KNOB, MID_PLACEMENT_KNOB
+    from vrwkv_editor.vrwkv.config import DEFAULT, LEAN, PAPER
     cpu = torch.device("cpu")
-    assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, config=PAPER) == [LEAN_BLOCK_KNOB, *MEMORY_KNOBS]
-    assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, config=LEAN.replace(channel_mix=1))[0] == LEAN_BLOCK_KNOB
-    assert tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, config=LEAN) == list(MEMORY_KNOBS)
+
+    def knobs(config):
+        return tuning_memory_knobs(True, torch.float32, "vrwkv", cpu, config=config)
+    assert knobs(DEFAULT) == knobs(PAPER) == [MID_PLACEMENT_KNOB, LEAN_BLOCK_KNOB, *MEMORY_KNOBS]
+    assert knobs(PAPER.replace(placement="mid")) == [LEAN_BLOCK_KNOB, *MEMORY_KNOBS]
+    assert knobs(LEAN.replace(channel_mix=1))[:2] == [MID_PLACEMENT_KNOB, LEAN_BLOCK_KNOB]
+    assert knobs(LEAN) == [MID_PLACEMENT_KNOB, *MEMORY_KNOBS]
+    assert knobs(LEAN.replace(placement="mid")) == list(MEMORY_KNOBS)
 
 
 def test_ddim_sampling_out_of_memory_names_the_knobs(monkeypatch):
