@@ -19,6 +19,8 @@ tuning-seed units, bench/quality/report.py), _strip.png (every method) and _stri
 """
 
 import argparse
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from .quality.methods import METHODS, NODE_LR, NODE_STEPS, RECIPE_LR, method
 from .quality.run import Protocol, load_results, run, units
 from .quality.worlds import WORLDS, get_world
 
+COMMAND = "bash scripts/bench.sh edit_quality"
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parents[1] / "output" / "quality_cache"
 # A bare run remakes the headline report (quality_500steps_cpu.md): per-frame, Tune-A-Video at its
@@ -122,6 +125,7 @@ def parse(argv=None):
     p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default bench/results)")
     p.add_argument("--cache", type=Path, default=CACHE, help="where the strip's frames are kept (default "
                    "output/quality_cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report another run's command wrote")
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
@@ -139,11 +143,28 @@ def parse(argv=None):
                           args.tune_steps, args.ddim_steps, args.cfg, tuple(args.tracks), args.gen_prompts, args.shared)
 
 
+def made_by(table: Path) -> tuple | None:
+    """The methods and protocol of the command that wrote an existing report (None: no report, or
+    one that names no command)."""
+    found = re.search(r"Command: `([^`]*)`", table.read_text()) if table.exists() else None
+    if found is None:
+        return None
+    try:
+        args, protocol = parse(shlex.split(found.group(1).removeprefix(COMMAND)))
+    except (SystemExit, ValueError):     # a command this version no longer takes: another run's
+        return (found.group(1),)
+    return args.methods, protocol
+
+
 def main(argv=None):
     args, protocol = parse(argv)
-    command = " ".join(["bash scripts/bench.sh edit_quality", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
     stem = args.results / f"{args.name}_cpu"
     path, table_path, strip = stem.with_suffix(".jsonl"), stem.with_suffix(".md"), Path(f"{stem}_strip.png")
+    previous = made_by(table_path)
+    if previous not in (None, (args.methods, protocol)) and not args.overwrite:
+        raise SystemExit(f"{table_path} is the report of another run (other methods or protocol, its command is "
+                         "in it): give this run its own --name, or pass --overwrite to replace that report")
     total = len(units(args.methods, protocol))
     start = time.perf_counter()
 

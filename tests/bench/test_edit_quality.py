@@ -95,6 +95,22 @@ def test_a_tiny_run_writes_its_tables_and_strip_and_resumes(tmp_path):
     assert (tmp_path / "q_cpu.jsonl").read_text().splitlines() == lines
 
 
+def test_a_run_with_other_methods_or_protocol_does_not_replace_a_report_unasked(tmp_path):
+    args = ["--methods", "untuned", "--clips", "1", "--frames", "3", "--tune-seeds", "1", "--sample-seeds", "5",
+            "--ddim-steps", "2", "--tracks", "edit", "--results", str(tmp_path), "--cache", str(tmp_path / "c")]
+    edit_quality.main(args)                              # default stem: quality_3_500steps
+    report = tmp_path / "quality_3_500steps_cpu.md"
+    first = report.read_text()
+    edit_quality.main(args)                              # the same run again resumes
+    with pytest.raises(SystemExit, match="another run"):
+        edit_quality.main([*args, "--cfg", "5"])
+    with pytest.raises(SystemExit, match="another run"):
+        edit_quality.main(["--methods", "untuned", "tav", *args[2:]])
+    assert report.read_text() == first
+    edit_quality.main([*args, "--cfg", "5", "--overwrite"])
+    assert "cfg 5.0" in report.read_text()
+
+
 def test_the_textured_world_runs_and_measures_its_unnamed_detail(tmp_path):
     args = ["--world", "textured", "--methods", "untuned", "--clips", "1", "--frames", "3", "--tune-seeds", "1",
             "--sample-seeds", "5", "--tune-steps", "1", "--ddim-steps", "2", "--tracks", "edit",
