@@ -63,17 +63,15 @@ import torch
 from . import load_pack, machine_name
 
 load_pack()    # nothing in the pack imports ComfyUI at import time
-from vrwkv_editor.vrwkv.config import DEFAULT, LEAN, PAPER  # noqa: E402
+from vrwkv_editor.vrwkv.config import DEFAULT  # noqa: E402
+
+from .configs import CONFIGS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "tune-a-video"
 BASELINES = ("plain", "tune-a-video", "tune-a-video-shipped")
 # name -> the VRWKV configuration (vrwkv/config.py), read when the run starts
-VRWKV = {"default": DEFAULT, "paper": PAPER, "lean": LEAN, "lean-cm1": LEAN.replace(channel_mix=1),
-         "lean-cm1-low": LEAN.replace(channel_mix=1, channel_mix_max_level=1),
-         "default-mid": DEFAULT.replace(placement="mid"),
-         "default-cm1-low": DEFAULT.replace(channel_mix=1, channel_mix_max_level=1, rank=0.25, fused_rkv=True),
-         "default-half": DEFAULT.replace(half_precision_sampling=True)}
+VRWKV = {**CONFIGS, "default-half": DEFAULT.replace(half_precision_sampling=True)}
 CONFIGS = BASELINES + tuple(VRWKV)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAINING_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "bfloat16"}  # the tune node's widget values

@@ -12,6 +12,11 @@ from pathlib import Path
 
 from comfy_browser import ComfyPage
 from comfy_server import ComfyServer
+from load_pack import load_pack
+
+load_pack()
+from vrwkv_editor.vrwkv.config import DEFAULT
+from vrwkv_editor.vrwkv.tuning import TuneSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +64,8 @@ VHS_OUTPUT_LINKS = [("ckpt", 2, "decode", "vae"), ("decode", 0, "combine", "imag
                     ("info", 0, "combine", "frame_rate")]
 
 TUNE = {
-    "patch": ("VRWKVPatchModel", [2, 1], {"placement": "skip+mid", "resolution": "all"}, None),
-    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": 500, "seed": 33, "trainable": "vrwkv",
+    "patch": ("VRWKVPatchModel", [2, 1], {"placement": DEFAULT.placement, "resolution": "all"}, None),
+    "tune": ("VRWKVTuneOnVideo", [3, 0], {"steps": TuneSettings.steps, "seed": 33, "trainable": "vrwkv",
                                                "gradient_checkpointing": True, "training_dtype": "auto",
                                                "save_name": NAME, "note": SOURCE}, None),
     "curve": ("PreviewImage", [3, 1], {}, "Loss curve"),
@@ -110,7 +115,7 @@ NOTE_EDIT = f"""## VRWKV-Editor: edit a video with a prompt
 1. **Load the source clip** (Load Video; VideoHelperSuite loaders work too: any IMAGE batch).
    Keep **8-24 frames** (Frames to edit) at **512x512**.
 2. **Source prompt**: describe the clip as it is ("{SOURCE}").
-3. **VRWKV Tune On Video** fits the model to this clip: 500 steps (fewer for stronger
+3. **VRWKV Tune On Video** fits the model to this clip: {TuneSettings.steps} steps (fewer for stronger
    style changes). It saves `models/vrwkv/{NAME}.safetensors` (a taken name gets a counter,
    `{NAME}_00001`...: the node shows the file written, never replacing one).
 4. **VRWKV DDIM Inversion** turns the frames into the noise that regenerates them

@@ -4,6 +4,7 @@ that learning rate instead of its default (Tune-A-Video: its recipe's; VRWKV: th
 
 from dataclasses import replace
 
+from bench.configs import CONFIGS
 from toyworld.pipeline import Method
 from tools.load_pack import load_pack
 
@@ -49,13 +50,12 @@ METHODS = {
                            DEFAULT.replace(channel_mix_pad="zero", end_percent=0.3, edit_end_percent=None)),
     "default-cmrep": vrwkv("the defaults, channel mix repeating frame 0 before it, blocks in the first half of "
                            "sampling in edits", DEFAULT.replace(channel_mix_pad="repeat", edit_end_percent=None)),
-    # the defaults' sampling (cross-frame attention, blocks to 50% / 20% of edits) with cheaper blocks
     "default-cm1-low": vrwkv("the defaults with the lean block and a 1x channel mix at levels 0-1",
-                             DEFAULT.replace(channel_mix=1, channel_mix_max_level=1, rank=0.25, fused_rkv=True)),
-    "default-mid": vrwkv("the defaults with the blocks in the mid block only", DEFAULT.replace(placement="mid")),
+                             CONFIGS["default-cm1-low"]),
+    "default-mid": vrwkv("the defaults with the blocks in the mid block only", CONFIGS["default-mid"]),
     "lean-cm4": vrwkv("lean, channel mix 4x", LEAN.replace(channel_mix=4)),
-    "lean-cm1": vrwkv("lean, channel mix 1x", LEAN.replace(channel_mix=1)),
-    "lean-cm1-low": vrwkv("lean, channel mix 1x at levels 0-1", LEAN.replace(channel_mix=1, channel_mix_max_level=1)),
+    "lean-cm1": vrwkv("lean, channel mix 1x", CONFIGS["lean-cm1"]),
+    "lean-cm1-low": vrwkv("lean, channel mix 1x at levels 0-1", CONFIGS["lean-cm1-low"]),
     "lean-full": vrwkv("lean, full rank", LEAN.replace(rank=None)),
     "lean-unfused": vrwkv("lean, unfused r/k/v", LEAN.replace(fused_rkv=False)),
     "lean-mid": vrwkv("lean, mid block only", LEAN.replace(placement="mid")),
